@@ -1,0 +1,222 @@
+"""ANN -> SNN conversion (methods.md §1.8): BatchNorm folding and layer-wise threshold balancing.
+
+Threshold balancing (Sengupta et al. 2019; the ``find_threshold`` of the Purdue code): layers are processed in order.
+For neuron layer ``l`` the partly converted SNN (thresholds of layers ``< l`` already set, every leak 1.0) is
+simulated for ``timesteps`` steps on one calibration batch; at every step a statistic of the *input current* of
+layer ``l`` (``W_l * s_{l-1}[t]``) is taken -- the maximum (hybrid) or the ``q``-th percentile (DIET 99.7, IIR 90),
+``k = 1 + round(q/100 * (n-1))``-th smallest of the ``n`` values -- and the largest value over the steps becomes
+``V_th,l`` (0 becomes 0.1, as in IIR). Finally every threshold is multiplied by ``scaling``. Residual-block neurons
+are balanced too (the reference code leaves them at a default).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from tqdm.auto import tqdm
+
+from .errors import ConversionError
+from .models import ModelSpec, SNNConfig, TwinNet, build_model
+from .neuron import SpikingNeuron
+
+_ALLOWED_ACT = (nn.ReLU,)
+_BAD_MODULES = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.LPPool2d, nn.FractionalMaxPool2d,
+)
+_ACTIVATION_FUNCS = {
+    "relu", "relu_", "relu6", "gelu", "sigmoid", "sigmoid_", "tanh", "tanh_", "silu", "elu", "selu", "celu",
+    "leaky_relu", "leaky_relu_", "hardtanh", "hardtanh_", "softplus", "mish", "hardswish", "hardsigmoid", "prelu",
+    "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool2d", "max_pool2d_with_indices", "threshold",
+    "softsign", "logsigmoid", "clamp", "clip", "maximum",
+}
+
+
+class _CallRecorder(TorchFunctionMode):
+    """Record activation/max-pool function calls and the module that was running when they happened."""
+
+    def __init__(self, stack):
+        super().__init__()
+        self.stack = stack
+        self.bad: list[tuple[str, str]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in _ACTIVATION_FUNCS:
+            owner_name, owner = self.stack[-1] if self.stack else ("<model>", None)
+            if not isinstance(owner, _ALLOWED_ACT):
+                self.bad.append((owner_name or "<model>", name))
+        return func(*args, **(kwargs or {}))
+
+
+def check_convertible(model: nn.Module, example: torch.Tensor) -> None:
+    """Refuse what rate conversion cannot reproduce: max pooling, non-ReLU activations, and activations applied as
+    functions (``F.relu`` in ``forward``), which the converter cannot see or replace.
+
+    Runs one forward pass on ``example`` while recording function calls. Raises :class:`ConversionError` naming the
+    first offending layer and what to change.
+    """
+    for name, m in model.named_modules():
+        if isinstance(m, _BAD_MODULES):
+            raise ConversionError(
+                f"layer {name!r} is {type(m).__name__}: max pooling has no rate-coded equivalent; "
+                "use nn.AvgPool2d (average pooling) and retrain the ANN")
+        mod = type(m).__module__
+        if mod == "torch.nn.modules.activation" and not isinstance(m, _ALLOWED_ACT):
+            raise ConversionError(
+                f"layer {name!r} is {type(m).__name__}: only ReLU activations convert to IF/LIF neurons; "
+                "replace it with nn.ReLU and retrain the ANN")
+    stack: list[tuple[str, nn.Module]] = []
+    handles = []
+
+    def enter(mod, inp, name):
+        stack.append((name, mod))
+
+    def leave(mod, inp, out):
+        stack.pop()
+
+    for name, m in model.named_modules():
+        handles.append(m.register_forward_pre_hook(lambda mod, inp, n=name: enter(mod, inp, n)))
+        handles.append(m.register_forward_hook(leave))
+    recorder = _CallRecorder(stack)
+    try:
+        with torch.no_grad(), recorder:
+            model.eval()(example)
+    finally:
+        for h in handles:
+            h.remove()
+    if recorder.bad:
+        where, func = recorder.bad[0]
+        raise ConversionError(
+            f"{func!r} is called as a function inside {where!r}; the converter can only replace nn.ReLU modules. "
+            "Use an nn.ReLU (or nn.AvgPool2d) module for it and retrain the ANN")
+
+
+def fold_batchnorm(ann: TwinNet) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+    """Fold every BatchNorm into the conv before it (IIR ``absorb_bn``):
+    ``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta``.
+
+    Returns the spec of the folded network (BN slots become identities, convs get biases) and its state dict.
+    """
+    spec = copy.deepcopy(ann.spec)
+    state = {k: v.detach().clone() for k, v in ann.state_dict().items()}
+    if not spec.batch_norm:
+        return spec, state
+    spec.bn_folded = True
+    last_conv: tuple[str, nn.Conv2d] | None = None
+    for name, m in ann.named_modules():
+        if isinstance(m, nn.Conv2d):
+            last_conv = (name, m)
+        elif isinstance(m, nn.BatchNorm2d):
+            if last_conv is None or last_conv[1].out_channels != m.num_features:
+                raise ConversionError(f"BatchNorm {name!r} does not follow a conv with {m.num_features} channels")
+            cname, conv = last_conv
+            scale = m.weight.detach() / torch.sqrt(m.running_var + m.eps)
+            bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(m.running_mean)
+            state[f"{cname}.weight"] = conv.weight.detach() * scale.view(-1, 1, 1, 1)
+            state[f"{cname}.bias"] = (bias - m.running_mean) * scale + m.bias.detach()
+            for key in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                state.pop(f"{name}.{key}", None)
+            last_conv = None
+    return spec, state
+
+
+def ann_to_snn(ann: TwinNet, snn_config: SNNConfig, example: torch.Tensor | None = None) -> TwinNet:
+    """Build the SNN twin of ``ann`` (BN folded) with ANN weights copied; thresholds are still the defaults."""
+    if example is not None:
+        check_convertible(ann, example)
+    spec, state = fold_batchnorm(ann)
+    snn = build_model(spec, snn_config)
+    missing, unexpected = snn.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith((".threshold", ".leak"))]
+    if missing or unexpected:
+        raise ConversionError(f"ANN and SNN twins do not line up: missing {missing}, unexpected {unexpected}")
+    return snn
+
+
+class _Stop(Exception):
+    pass
+
+
+def percentile_value(x: torch.Tensor, q: float, dim: int | None = None) -> torch.Tensor:
+    """``q``-th percentile as the ``k``-th smallest value, ``k = 1 + round(q/100 * (n-1))`` (q = 100: the max)."""
+    if dim is None:
+        x, dim = x.reshape(-1), 0
+    n = x.shape[dim]
+    if q >= 100.0:
+        return x.amax(dim)
+    k = 1 + int(round(q / 100.0 * (n - 1)))
+    return x.float().kthvalue(k, dim).values
+
+
+@torch.no_grad()
+def balance_thresholds(
+    snn: TwinNet,
+    calib: torch.Tensor,
+    *,
+    timesteps: int = 100,
+    percentile: float = 100.0,
+    scaling: float = 1.0,
+    chunk: int = 16,
+    progress: bool = True,
+) -> list[float]:
+    """Set every neuron layer's threshold by layer-wise balancing on the calibration images ``calib`` (in [0, 1]).
+
+    Returns the thresholds (layer means). Leaks are held at 1.0 during the search and restored afterwards.
+    """
+    if not snn.spiking:
+        raise ConversionError("balance_thresholds needs an SNN twin (create_model(..., spiking=True))")
+    if not 0 < percentile <= 100:
+        raise ConversionError(f"percentile must be in (0, 100], got {percentile}")
+    was_training = snn.training
+    snn.eval()
+    neurons = snn.neurons()
+    old_steps = snn.timesteps
+    old_leaks = [n.leak.detach().clone() for n in neurons]
+    for n in neurons:
+        n.leak.fill_(1.0)
+    x = snn.normalize(calib)
+    bar = tqdm(neurons, desc="threshold balancing", disable=not progress, leave=False)
+    try:
+        for layer in bar:
+            best: torch.Tensor | None = None
+
+            def hook(module, inputs, layer=layer):
+                nonlocal best
+                cur = inputs[0]
+                per_channel = layer.threshold.dim() == 1
+                for t in range(cur.shape[0]):
+                    step = cur[t]
+                    if per_channel:
+                        v = percentile_value(step.transpose(0, 1).reshape(step.shape[1], -1), percentile, dim=1)
+                    else:
+                        v = percentile_value(step, percentile)
+                    best = v if best is None else torch.maximum(best, v)
+                raise _Stop
+
+            handle = layer.register_forward_pre_hook(hook)
+            try:
+                with snn.streaming():
+                    for start in range(0, timesteps, chunk):
+                        n = min(chunk, timesteps - start)
+                        snn._set_steps(n)
+                        try:
+                            snn._run_time_first(snn.encoder(x))
+                        except _Stop:
+                            pass
+            finally:
+                handle.remove()
+            value = torch.where(best > 0, best, torch.full_like(best, 0.1))
+            layer.threshold.copy_(value.to(layer.threshold.dtype).view_as(layer.threshold))
+            bar.set_postfix(threshold=f"{float(value.mean()):.4g}")
+        for layer in neurons:
+            layer.threshold.mul_(scaling)
+    finally:
+        for n, lk in zip(neurons, old_leaks):
+            n.leak.copy_(lk)
+        snn.timesteps = old_steps
+        snn.train(was_training)
+    return snn.thresholds()

@@ -1,0 +1,116 @@
+"""One checkpoint format: ``{"format", "version", "header", "state_dict", "train_state"}``.
+
+``header`` is JSON-like (model spec, SNN config, stage, kind, metrics); ``state_dict`` the model's tensors;
+``train_state`` (optional) the optimizer/scheduler state and epoch for resuming. Files are written atomically
+(temporary file + ``os.replace``) and read with ``torch.load(..., weights_only=True)``: no pickled code is run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from ..models import ModelSpec, SNNConfig, TwinNet, build_model
+
+FORMAT = "spikeforge-checkpoint"
+VERSION = 1
+MODEL_FILE = "model.pt"
+RESUME_FILE = "last.pt"
+
+
+def atomic_write_bytes(path: Path, writer) -> None:
+    """Write a file through ``writer(fileobj)`` into a temp file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
+
+
+def _json_default(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def save_checkpoint(path: Path, model: TwinNet, header: dict | None = None, train_state: dict | None = None) -> None:
+    """Save ``model`` (its spec, SNN config and weights) with an extra ``header`` and optional ``train_state``."""
+    head = dict(header or {})
+    head["model"] = model.spec.to_dict()
+    head["snn"] = model.snn.to_dict() if model.spiking else None
+    json.dumps(head, default=_json_default)  # the header must stay JSON-like (weights_only loading)
+    payload = {"format": FORMAT, "version": VERSION, "header": head, "state_dict": model.state_dict()}
+    if train_state is not None:
+        payload["train_state"] = train_state
+    atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a stage directory (its ``model.pt``), or a run directory (its last finished stage)."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / MODEL_FILE).is_file():
+            return p / MODEL_FILE
+        summary = p / "summary.json"
+        if summary.is_file():
+            stages = json.loads(summary.read_text()).get("stages", [])
+            for st in reversed(stages):
+                cand = p / st["stage"] / MODEL_FILE
+                if cand.is_file():
+                    return cand
+        raise CheckpointError(f"{p} holds no {MODEL_FILE} (nor a summary.json naming a finished stage); "
+                              "pass a checkpoint file or a finished stage directory")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist; pass a checkpoint file or a stage directory")
+    return p
+
+
+def load_raw(path: str | Path, map_location="cpu") -> dict:
+    """Load and validate a checkpoint dict (safe: ``weights_only=True``)."""
+    p = resolve_checkpoint(path)
+    try:
+        data = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated file, not a torch file, or pickled code
+        raise CheckpointError(f"cannot read checkpoint {p}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}. "
+                              "The file is corrupt or not a spikeforge checkpoint; rerun the stage that wrote it "
+                              "(delete its directory) or pass another file") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is not a spikeforge checkpoint (no '{FORMAT}' marker)")
+    if data.get("version", 0) > VERSION:
+        raise CheckpointError(f"{p} was written by a newer spikeforge (format version {data['version']})")
+    return data
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[TwinNet, dict]:
+    """Rebuild the model stored in a checkpoint; returns ``(model, header)``."""
+    data = load_raw(path, map_location)
+    head = data["header"]
+    try:
+        spec = ModelSpec.from_dict(head["model"])
+        snn = SNNConfig.from_dict(head["snn"]) if head.get("snn") else None
+        model = build_model(spec, snn)
+        model.load_state_dict(data["state_dict"])
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {resolve_checkpoint(path)} does not match its model description: {exc}") from None
+    return model, head

@@ -1,0 +1,249 @@
+"""The one training loop, for ANNs and SNNs alike (BPTT through all ``T`` steps happens inside the model).
+
+Which parameter groups learn (``weights``, ``threshold``, ``leak``), their learning rates, the optimizer and the
+schedule are configuration (:class:`OptimConfig`). Every epoch ends with an atomic checkpoint holding the optimizer
+and scheduler state; :func:`fit` resumes from it. Each epoch reseeds every random source from (seed, epoch), so a
+resumed run reproduces the uninterrupted one exactly on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..models import TwinNet
+from ..monitor import SpikeMonitor
+from .checkpoint import RESUME_FILE, load_raw, save_checkpoint
+
+GROUPS = ("weights", "threshold", "leak")
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and schedule of one training stage.
+
+    ``optimizer``: ``sgd`` or ``adam``; ``lr`` for the weights, ``threshold_lr``/``leak_lr`` for those groups (None:
+    same as ``lr``); ``weight_decay`` applies to weights only. ``schedule``: ``none``, ``step`` (multiply by
+    ``gamma`` at ``milestones``, fractions of the epochs) or ``cosine``. ``train``: the groups that learn.
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    threshold_lr: float | None = None
+    leak_lr: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = False
+    amsgrad: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    milestones: list[float] = field(default_factory=lambda: [0.6, 0.8, 0.9])
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    train: list[str] = field(default_factory=lambda: ["weights"])
+
+    def __post_init__(self):
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.schedule not in ("none", "step", "cosine"):
+            raise ConfigError(f"schedule must be 'none', 'step' or 'cosine', got {self.schedule!r}")
+        for name in ("lr", "threshold_lr", "leak_lr"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and v > 0):
+                raise ConfigError(f"{name} must be a positive number, got {v!r}")
+        if not (0 <= self.label_smoothing < 1):
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        bad = [g for g in self.train if g not in GROUPS]
+        if bad or not self.train:
+            raise ConfigError(f"train must be a non-empty list from {list(GROUPS)}, got {self.train!r}")
+        if any(not (0 < m < 1) for m in self.milestones):
+            raise ConfigError(f"milestones are fractions of the epochs in (0, 1), got {self.milestones!r}")
+
+
+def _group_of(name: str) -> str:
+    if name.endswith(".threshold"):
+        return "threshold"
+    if name.endswith(".leak"):
+        return "leak"
+    return "weights"
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Parameter groups by name (``*.threshold``, ``*.leak``, the rest are weights); frozen groups get no grad."""
+    groups: dict[str, list[nn.Parameter]] = {g: [] for g in GROUPS}
+    for name, p in model.named_parameters():
+        g = _group_of(name)
+        p.requires_grad_(g in cfg.train)
+        if g in cfg.train:
+            groups[g].append(p)
+    lrs = {"weights": cfg.lr, "threshold": cfg.threshold_lr or cfg.lr, "leak": cfg.leak_lr or cfg.lr}
+    param_groups = [
+        {"params": ps, "lr": lrs[g], "weight_decay": cfg.weight_decay if g == "weights" else 0.0, "name": g}
+        for g, ps in groups.items() if ps
+    ]
+    if not param_groups:
+        raise ConfigError(f"no parameters to train in groups {cfg.train} (an ANN has no threshold or leak)")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.Adam(param_groups, lr=cfg.lr, amsgrad=cfg.amsgrad)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, epochs: int, steps_per_epoch: int):
+    """Stepped once per batch, so short runs (one or two epochs) still anneal."""
+    total = max(1, epochs * steps_per_epoch)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+    if cfg.schedule == "step":
+        marks = sorted(int(m * total) for m in cfg.milestones)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: cfg.gamma ** sum(i >= m for m in marks))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0)
+
+
+def seed_everything(*parts: int) -> None:
+    """Seed torch's global RNG from a tuple of ints (e.g. run seed, stage index, epoch)."""
+    s = 0
+    for p in parts:
+        s = (s * 1_000_003 + int(p)) % (2**63 - 1)
+    torch.manual_seed(s)
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device, *, max_batches: int | None = None, progress: bool = False,
+             desc: str = "eval") -> dict:
+    """Accuracy (fraction), mean loss, and for SNNs the spike rate per layer and its mean."""
+    model.eval()
+    correct = total = 0
+    loss_sum = 0.0
+    mon = SpikeMonitor(model)
+    n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
+    with mon:
+        for i, (x, y) in enumerate(tqdm(loader, total=n_batches, desc=desc, disable=not progress, leave=False)):
+            if i >= n_batches:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            out = model(x)
+            loss_sum += float(F.cross_entropy(out.float(), y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            total += int(y.numel())
+    res = {"acc": correct / max(total, 1), "loss": loss_sum / max(total, 1), "samples": total}
+    if mon.layers:
+        res["spike_rate"] = {**mon.rates(), "mean": mon.mean_rate()}
+    return res
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    seconds: float
+    resumed_from_epoch: int
+    final_eval: dict
+
+
+def fit(
+    model: TwinNet,
+    data,
+    cfg: OptimConfig,
+    *,
+    epochs: int,
+    stage_dir: Path,
+    device: torch.device,
+    seed: int = 0,
+    stage_index: int = 0,
+    header: dict | None = None,
+    max_batches: int | None = None,
+    eval_batches: int | None = None,
+    amp: bool = False,
+    progress: bool = True,
+    desc: str = "train",
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> FitResult:
+    """Train ``model`` for ``epochs`` epochs on ``data.train``, evaluating on ``data.test`` after each one.
+
+    Resumes from ``stage_dir/last.pt`` when it exists (the epoch count, optimizer and scheduler come back).
+    """
+    model.to(device)
+    steps_per_epoch = len(data.train) if max_batches is None else min(len(data.train), max_batches)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, epochs, steps_per_epoch)
+    resume = Path(stage_dir) / RESUME_FILE
+    start, history, seconds, ev = 0, [], 0.0, None
+    if resume.exists():
+        raw = load_raw(resume, map_location=device)
+        model.load_state_dict(raw["state_dict"])
+        ts = raw.get("train_state", {})
+        opt.load_state_dict(ts["optimizer"])
+        sched.load_state_dict(ts["scheduler"])
+        start, history, seconds = int(ts["epoch"]), list(ts["history"]), float(ts["seconds"])
+    for epoch in range(start, epochs):
+        t0 = time.time()
+        seed_everything(seed, stage_index, epoch)
+        if hasattr(data.train, "set_epoch"):
+            data.train.set_epoch(epoch)
+        model.train()
+        mon = SpikeMonitor(model)
+        loss_sum = correct = seen = 0
+        bar = tqdm(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        with mon:
+            for i, (x, y) in enumerate(data.train):
+                if i >= steps_per_epoch:
+                    break
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with _autocast(device, amp):
+                    out = model(x)
+                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, batch {i + 1}; "
+                                             "lower the learning rate")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                if getattr(model, "spiking", False):
+                    model.constrain_()
+                loss_sum += float(loss.detach()) * y.numel()
+                correct += int((out.argmax(1) == y).sum())
+                seen += y.numel()
+                post = {"loss": f"{loss_sum / seen:.4f}", "acc": f"{correct / seen:.4f}"}
+                if mon.layers and i % 10 == 0:
+                    post["spikes"] = f"{mon.mean_rate():.3f}"
+                bar.set_postfix(post)
+                bar.update()
+        bar.close()
+        ev = evaluate(model, data.test, device, max_batches=eval_batches, progress=progress, desc="test")
+        seconds += time.time() - t0
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "test_acc": ev["acc"], "test_loss": ev["loss"], "lr": opt.param_groups[0]["lr"],
+               "seconds": seconds}
+        if mon.layers:
+            rec["train_spike_rate"] = mon.mean_rate()
+            rec["test_spike_rate"] = ev["spike_rate"]["mean"]
+        history.append(rec)
+        if progress:
+            extra = f", spikes/neuron {rec['test_spike_rate']:.3f}" if mon.layers else ""
+            tqdm.write(f"  [{desc}] epoch {epoch + 1}/{epochs}: loss {rec['train_loss']:.4f}, "
+                       f"train acc {rec['train_acc']:.4f}, test acc {ev['acc']:.4f}{extra} ({seconds:.0f} s)")
+        train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                       "history": history, "seconds": seconds}
+        save_checkpoint(resume, model, header, train_state)
+        if on_epoch_end:
+            on_epoch_end(epoch, rec)
+    if ev is None:  # resumed after the last epoch had already been saved
+        ev = evaluate(model, data.test, device, max_batches=eval_batches, progress=progress, desc="test")
+    return FitResult(history, seconds, start, ev)

@@ -1,0 +1,181 @@
+"""Base class of every twin model: a plain ``nn.Module`` taking images in [0, 1] and returning logits ``[B, K]``.
+
+The ANN twin runs its layers as usual. The SNN twin encodes the normalized image into ``[T, B, ...]`` (direct or
+Poisson), runs the same layer list time-first (stateless layers folded into ``[T*B, ...]``, neurons looping over
+time) and reduces the readout over time. Neuron state starts from zero at every call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from ..encoding import make_encoder
+from ..errors import ShapeError
+from ..layers import Normalize, Readout, SpikingDropout, run_sequence
+from ..neuron import SpikingNeuron
+from .spec import ModelSpec, SNNConfig
+
+
+class TwinNet(nn.Module):
+    """Common machinery of :class:`~spikeforge.models.vgg.VGG` and :class:`~spikeforge.models.resnet.ResNet`.
+
+    Subclasses build ``nn.Sequential`` s (layers may be time-aware), name them in ``self.sequence_names`` (run in
+    that order), and use the helpers :meth:`act`, :meth:`drop` and :meth:`readout`, which give the ANN or SNN
+    version of a position.
+    """
+
+    def __init__(self, spec: ModelSpec, snn: SNNConfig | None = None):
+        super().__init__()
+        self.spec = spec
+        self.snn = snn
+        self.spiking = snn is not None
+        self.normalize = Normalize(spec.mean * (spec.in_channels if len(spec.mean) == 1 else 1),
+                                   spec.std * (spec.in_channels if len(spec.std) == 1 else 1))
+        if self.spiking:
+            self.encoder = make_encoder(snn.encoding, snn.timesteps, convention=snn.poisson_convention,
+                                        rate=snn.poisson_rate)
+
+    # -- building blocks -------------------------------------------------------------------------------------
+    def act(self, channels: int | None = None) -> nn.Module:
+        """ReLU in the ANN, a spiking neuron layer in the SNN (same position, so state-dict names line up)."""
+        if not self.spiking:
+            return nn.ReLU(inplace=False)
+        c = self.snn
+        return SpikingNeuron(c.threshold, c.leak, channels=channels if c.per_channel else None,
+                             learn_threshold=c.learn_threshold, learn_leak=c.learn_leak, surrogate=c.surrogate,
+                             order=c.order, reset=c.reset, fused=c.fused, timesteps=c.timesteps)
+
+    def bn(self, channels: int) -> nn.Module | None:
+        """BatchNorm slot after a conv: BN, an identity once BN was folded into the conv, or nothing."""
+        if not self.spec.batch_norm:
+            return None
+        return nn.Identity() if self.spec.bn_folded else nn.BatchNorm2d(channels)
+
+    def drop(self, p: float) -> nn.Module:
+        if p <= 0:
+            return nn.Identity()
+        return SpikingDropout(p) if self.spiking else nn.Dropout(p)
+
+    def readout(self) -> nn.Module:
+        return Readout(self.snn.readout) if self.spiking else nn.Identity()
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor) -> None:
+        s = self.spec
+        if x.dim() != 4 or x.shape[1] != s.in_channels:
+            raise ShapeError(f"{s.arch} expects images [B, {s.in_channels}, H, W] in [0, 1]; got shape {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        x = self.normalize(x)
+        if not self.spiking:
+            for name in self.sequence_names:
+                x = getattr(self, name)(x)
+            return x
+        steps = self.timesteps
+        chunk = self.snn.time_chunk
+        if chunk is None or chunk >= steps or torch.is_grad_enabled():
+            return self._run_time_first(self.encoder(x))
+        return self._forward_streaming(x, steps, chunk)
+
+    def _run_time_first(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.sequence_names:
+            x = run_sequence(getattr(self, name), x)
+        return x
+
+    def _forward_streaming(self, x: torch.Tensor, steps: int, chunk: int) -> torch.Tensor:
+        """No-grad evaluation of long ``T`` in time chunks, carrying every neuron's state between chunks."""
+        return self.forward_cumulative(x, [steps], chunk=chunk, normalized=True)[0]
+
+    @torch.no_grad()
+    def forward_cumulative(self, x: torch.Tensor, checkpoints: list[int], chunk: int | None = None,
+                           normalized: bool = False) -> list[torch.Tensor]:
+        """Logits after each of the timesteps in ``checkpoints`` from one simulation of ``max(checkpoints)`` steps.
+
+        The result for ``T`` equals a separate run with ``timesteps = T`` (same draws for Poisson input), so one
+        pass gives accuracy against timesteps. Runs in chunks of at most ``chunk`` steps (default
+        ``snn.time_chunk``), carrying the neuron state.
+        """
+        if not self.spiking:
+            raise AttributeError("forward_cumulative needs an SNN")
+        if not normalized:
+            self._check_input(x)
+            x = self.normalize(x)
+        points = sorted({int(c) for c in checkpoints})
+        if not points or points[0] < 1:
+            raise ValueError(f"checkpoints must be positive timesteps, got {checkpoints}")
+        steps = points[-1]
+        chunk = chunk or self.snn.time_chunk or steps
+        bounds = sorted(set(points) | set(range(chunk, steps, chunk)))
+        readouts = [m for m in self.modules() if isinstance(m, Readout)]
+        modes = [r.mode for r in readouts]
+        total, out, done = None, {}, 0
+        try:
+            for r in readouts:
+                r.mode = "sum"
+            with self.streaming():
+                for b in bounds:
+                    self._set_steps(b - done)
+                    part = self._run_time_first(self.encoder(x))
+                    total = part if total is None else total + part
+                    done = b
+                    if b in points:
+                        out[b] = total / b if modes and modes[-1] == "mean" else total.clone()
+        finally:
+            for r, m in zip(readouts, modes):
+                r.mode = m
+            self._set_steps(self.snn.timesteps)
+        return [out[int(c)] for c in checkpoints]
+
+    @contextlib.contextmanager
+    def streaming(self):
+        """Within this context every neuron keeps its state between calls (then it is dropped)."""
+        neurons = self.neurons()
+        for n in neurons:
+            n.start_stream()
+        try:
+            yield self
+        finally:
+            for n in neurons:
+                n.stop_stream()
+
+    # -- SNN attributes --------------------------------------------------------------------------------------
+    def neurons(self) -> list[SpikingNeuron]:
+        """Spiking neuron layers in forward order."""
+        return [m for m in self.modules() if isinstance(m, SpikingNeuron)]
+
+    @property
+    def timesteps(self) -> int | None:
+        return self.snn.timesteps if self.spiking else None
+
+    @timesteps.setter
+    def timesteps(self, steps: int) -> None:
+        if not self.spiking:
+            raise AttributeError("an ANN has no timesteps")
+        self.snn.timesteps = int(steps)
+        self._set_steps(int(steps))
+
+    def _set_steps(self, steps: int) -> None:
+        self.encoder.timesteps = steps
+        for n in self.neurons():
+            n.timesteps = steps
+
+    def set_encoding(self, encoding: str, **kw) -> None:
+        """Switch the SNN's input encoding (``direct`` / ``poisson``)."""
+        self.snn = self.snn.updated(encoding=encoding, **kw)
+        c = self.snn
+        self.encoder = make_encoder(c.encoding, c.timesteps, convention=c.poisson_convention, rate=c.poisson_rate)
+
+    def constrain_(self) -> None:
+        """Keep leaks in [0, 1] and thresholds positive (call after each optimizer step)."""
+        for n in self.neurons():
+            n.constrain_()
+
+    def thresholds(self) -> list[float]:
+        return [float(n.threshold.detach().mean()) for n in self.neurons()]
+
+    def leaks(self) -> list[float]:
+        return [float(n.leak.detach().mean()) for n in self.neurons()]

@@ -1,0 +1,73 @@
+"""VGG twins (methods.md §1.9, Purdue cfgs): 3x3 convs, 2x2 average pooling, bias-free by default.
+
+``cfg`` lists conv output channels and ``"A"`` for AvgPool(2). ImageNet-size inputs (>= 128 px) get one extra final
+pool (DIET/IIR ImageNet VGG16: 512x7x7 into the classifier). The classifier input size is derived from the input size.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import TwinNet
+from .spec import ModelSpec, SNNConfig
+
+CFGS: dict[str, tuple[list, list[int]]] = {
+    "vgg4": ([64, "A", 128, "A"], [1024]),
+    "vgg5": ([64, "A", 128, 128, "A"], [4096, 4096]),
+    "vgg9": ([64, "A", 128, 256, "A", 256, 512, "A", 512, "A", 512], [4096, 4096]),
+    "vgg11": ([64, "A", 128, 256, "A", 512, 512, "A", 512, "A", 512, 512], [4096, 4096]),
+    "vgg16": ([64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512], [4096, 4096]),
+}
+
+
+class VGG(TwinNet):
+    """``features`` (convs, pools) -> ``classifier`` (flatten, hidden FCs, readout FC), run one after the other."""
+
+    def __init__(self, spec: ModelSpec, snn: SNNConfig | None = None, cfg: list | None = None):
+        super().__init__(spec, snn)
+        default_cfg, default_hidden = CFGS[spec.arch]
+        cfg = list(cfg or default_cfg)
+        if spec.input_size >= 128:
+            cfg.append("A")
+        hidden = spec.hidden if spec.hidden is not None else default_hidden
+        layers: list[nn.Module] = []
+        c_in, size = spec.in_channels, spec.input_size
+        for i, item in enumerate(cfg):
+            if item == "A":
+                layers.append(nn.AvgPool2d(2))
+                size //= 2
+                continue
+            c_out = spec.channels(item)
+            layers.append(nn.Conv2d(c_in, c_out, 3, padding=1, bias=spec.conv_bias))
+            if spec.batch_norm:
+                layers.append(self.bn(c_out))
+            layers.append(self.act(c_out))
+            next_is_pool = i + 1 < len(cfg) and cfg[i + 1] == "A"
+            if spec.conv_dropout > 0 and not next_is_pool:
+                layers.append(self.drop(spec.conv_dropout))
+            c_in = c_out
+        if size < 1:
+            raise ValueError(f"input_size {spec.input_size} is too small for {spec.arch} ({cfg.count('A')} pools)")
+        self.features = nn.Sequential(*layers)
+        cls: list[nn.Module] = [nn.Flatten()]
+        n_in = c_in * size * size
+        for h in hidden:
+            h = spec.channels(h)
+            cls += [nn.Linear(n_in, h, bias=spec.bias), self.act(h), self.drop(spec.dropout)]
+            n_in = h
+        cls += [nn.Linear(n_in, spec.num_classes, bias=spec.bias), self.readout()]
+        self.classifier = nn.Sequential(*cls)
+        self.sequence_names = ("features", "classifier")
+        init_weights(self)
+
+
+def init_weights(model: nn.Module) -> None:
+    """Purdue init: conv N(0, sqrt(2 / (k*k*C_out))), linear N(0, 0.01), biases 0 (methods.md §1.7)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, (2.0 / n) ** 0.5)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,15 @@
+"""Neuron dynamics: pure functions (:mod:`.functional`) and the module shell (:mod:`.modules`)."""
+
+from .functional import FusedMultiStep, NeuronState, initial_state, multistep, multistep_reference, spike, step
+from .modules import SpikingNeuron
+
+__all__ = [
+    "FusedMultiStep",
+    "NeuronState",
+    "SpikingNeuron",
+    "initial_state",
+    "multistep",
+    "multistep_reference",
+    "spike",
+    "step",
+]

@@ -1,0 +1,110 @@
+"""``nn.Module`` shell around the functional neuron: holds threshold and leak as parameters, calls the core."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ShapeError
+from ..surrogate import Surrogate, get_surrogate
+from . import functional as F
+from .functional import ORDERS, RESETS
+
+
+class SpikingNeuron(nn.Module):
+    """A layer of IF/LIF neurons on time-first input ``[T, B, ...]`` (spikes out, same shape).
+
+    Parameters ``threshold`` (V_th) and ``leak`` (lambda) are ``nn.Parameter`` s, scalar per layer or one per
+    channel (``channels``), trainable or frozen (``learn_threshold``, ``learn_leak``). :meth:`constrain_` keeps the
+    leak in ``[0, 1]`` and the threshold positive; the engine calls it after every optimizer step.
+
+    If the input has one timestep and ``timesteps > 1`` (direct encoding: the first layer's current is computed
+    once), that current is applied at every step.
+    """
+
+    time_aware = True  # receives [T, B, ...]; stateless layers run folded on [T*B, ...]
+
+    def __init__(
+        self,
+        threshold: float = 1.0,
+        leak: float = 1.0,
+        *,
+        channels: int | None = None,
+        learn_threshold: bool = False,
+        learn_leak: bool = False,
+        surrogate: str | dict | Surrogate | None = "linear",
+        order: str = "integrate-fire",
+        reset: str = "soft",
+        fused: bool = True,
+        timesteps: int = 1,
+    ):
+        super().__init__()
+        if order not in ORDERS:
+            raise ConfigError(f"neuron order must be one of {ORDERS}, got {order!r}")
+        if reset not in RESETS:
+            raise ConfigError(f"neuron reset must be one of {RESETS}, got {reset!r}")
+        if not 0.0 <= float(leak) <= 1.0:
+            raise ConfigError(f"leak must lie in [0, 1], got {leak}")
+        if float(threshold) <= 0:
+            raise ConfigError(f"threshold must be positive, got {threshold}")
+        shape = (channels,) if channels else ()
+        self.channels = channels
+        self.threshold = nn.Parameter(torch.full(shape, float(threshold)), requires_grad=learn_threshold)
+        self.leak = nn.Parameter(torch.full(shape, float(leak)), requires_grad=learn_leak)
+        self.surrogate = get_surrogate(surrogate)
+        self.order = order
+        self.reset = reset
+        self.fused = fused
+        self.timesteps = timesteps
+        self._stream: dict | None = None
+
+    def start_stream(self) -> None:
+        """Keep the membrane state between calls (for chunked evaluation of long ``T``) until :meth:`stop_stream`."""
+        self._stream = {"state": None, "t": 0}
+
+    def stop_stream(self) -> None:
+        self._stream = None
+
+    def _per_step(self, p: torch.Tensor, step_dims: int) -> torch.Tensor:
+        """Reshape a per-channel parameter ``[C]`` to broadcast over one step ``[B, C, *spatial]``."""
+        if p.dim() == 0:
+            return p
+        return p.view(-1, *([1] * (step_dims - 2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 3:
+            raise ShapeError(f"{type(self).__name__} expects time-first input [T, B, ...]; got shape {tuple(x.shape)}")
+        if self.channels and x.shape[2] != self.channels:
+            raise ShapeError(f"neuron layer has {self.channels} channels but its input has {x.shape[2]} (dim 2)")
+        if x.shape[0] == 1 and self.timesteps > 1:
+            x = x.expand(self.timesteps, *x.shape[1:])
+        th = self._per_step(self.threshold, x.dim() - 1)
+        lk = self._per_step(self.leak, x.dim() - 1)
+        if self._stream is not None:
+            return self._forward_stream(x, th, lk)
+        return F.multistep(x, th, lk, surrogate=self.surrogate, order=self.order, reset=self.reset, fused=self.fused)
+
+    def _forward_stream(self, x, th, lk):
+        if torch.is_grad_enabled() and (x.requires_grad or th.requires_grad or lk.requires_grad):
+            raise RuntimeError("streaming (chunked) evaluation carries state without gradients; "
+                               "run it under torch.no_grad()")
+        st = self._stream
+        spikes, _, st["state"] = F.forward_loop(x, th, lk, self.order, self.reset, u0=st["state"], keep_pre=False)
+        return spikes
+
+    @torch.no_grad()
+    def constrain_(self, min_threshold: float = 1e-3) -> None:
+        """Clamp leak to [0, 1] and threshold to at least ``min_threshold`` (in place)."""
+        self.leak.clamp_(0.0, 1.0)
+        self.threshold.clamp_(min=min_threshold)
+
+    def extra_repr(self) -> str:
+        th = self.threshold.detach()
+        lk = self.leak.detach()
+        th_s = f"{th.item():.4g}" if th.dim() == 0 else f"[{th.numel()} ch, mean {th.mean():.4g}]"
+        lk_s = f"{lk.item():.4g}" if lk.dim() == 0 else f"[{lk.numel()} ch, mean {lk.mean():.4g}]"
+        return (
+            f"threshold={th_s}{'*' if self.threshold.requires_grad else ''}, "
+            f"leak={lk_s}{'*' if self.leak.requires_grad else ''}, surrogate={self.surrogate}, order={self.order}, "
+            f"reset={self.reset}, fused={self.fused}"
+        )

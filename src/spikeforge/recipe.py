@@ -1,0 +1,378 @@
+"""Recipes: a YAML file naming the data, the model and the stages of a run, validated on load.
+
+Format (every key is checked; an unknown key or a bad value is one :class:`ConfigError` naming it)::
+
+    name: mnist-quickstart            # free text
+    seed: 0
+    device: auto                      # auto | cpu | cuda | cuda:1
+    data:  {dataset: mnist, batch_size: 128, ...}        # spikeforge.data.DataConfig
+    model: {arch: vgg4, width: 0.5, hidden: [512]}       # spikeforge.models.ModelSpec (dataset fills the rest)
+    snn:   {order: integrate-fire, reset: soft, ...}     # spikeforge.models.SNNConfig defaults for SNN stages
+    stages:
+      - {name: ann, kind: ann, epochs: 2, optimizer: adam, lr: 1.0e-3}
+      - {name: convert, kind: convert, percentile: 99.7, scaling: 0.7, eval_timesteps: [8, 16, 32]}
+      - {name: diet, kind: snn, timesteps: 5, train: [weights, threshold, leak], lr: 1.0e-4, epochs: 1}
+      - {name: iir, kind: iir, timesteps: [4, 3, 2, 1], epochs: 1, lr: 1.0e-4}
+
+An ``iir`` stage expands into one ``snn`` sub-stage per timestep (``iir-T4``, ``iir-T3`` ...), each initialized from
+the previous one. ``--set key.path=value`` edits the recipe before validation (``stages.ann.epochs=1``: stages are
+addressed by name or index).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data import DATASETS, DataConfig
+from .engine.train import OptimConfig
+from .errors import ConfigError
+from .models import ModelSpec, SNNConfig
+
+_OPTIM_FIELDS = {f.name for f in fields(OptimConfig)}
+
+
+@dataclass
+class StageConfig:
+    """Keys shared by every stage."""
+
+    name: str
+    kind: str
+    eval_batches: int | None = None
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(**{k: getattr(self, k) for k in _OPTIM_FIELDS if hasattr(self, k)})
+
+
+@dataclass
+class TrainKeys:
+    """Optimizer keys a training stage accepts (see :class:`~spikeforge.engine.train.OptimConfig`)."""
+
+    epochs: int = 1
+    max_batches: int | None = None
+    amp: bool = False
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    threshold_lr: float | None = None
+    leak_lr: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = False
+    amsgrad: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    milestones: list[float] = field(default_factory=lambda: [0.6, 0.8, 0.9])
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    train: list[str] = field(default_factory=lambda: ["weights"])
+
+
+@dataclass
+class AnnStage(TrainKeys, StageConfig):
+    """Train the ANN twin (weights only)."""
+
+
+@dataclass
+class ConvertStage(StageConfig):
+    """Threshold balancing of the SNN twin of the previous stage's ANN (methods.md §1.8).
+
+    ``sim_timesteps``: steps simulated per layer during balancing; ``percentile``: 100 = max (hybrid), 99.7 (DIET),
+    90 (IIR); ``scaling``: multiplies every threshold at the end; ``calib_batch_size``: training images used;
+    ``timesteps``: T of the saved SNN; ``eval_timesteps``: accuracy against T (one simulation) on the first
+    ``curve_batches`` test batches (None: all); ``snn``: SNNConfig
+    overrides (e.g. ``{leak: 0.99, order: fire-integrate}``).
+    """
+
+    sim_timesteps: int = 100
+    percentile: float = 99.7
+    scaling: float = 1.0
+    calib_batch_size: int = 512
+    timesteps: int | None = None
+    eval_timesteps: list[int] = field(default_factory=lambda: [16, 32, 64])
+    curve_batches: int | None = None
+    snn: dict = field(default_factory=dict)
+
+
+@dataclass
+class SnnStage(TrainKeys, StageConfig):
+    """BPTT training of the SNN at ``timesteps`` (hybrid/STDB, DIET-SNN, IIR sub-stages, BNTT).
+
+    ``init``: ``previous`` (the previous stage's model: SNN, or ANN weights with default thresholds) or ``scratch``.
+    ``snn``: SNNConfig overrides (encoding, surrogate, leak, order ...). ``rebalance``: ABLATION, not in the
+    reference code: re-run threshold balancing at this stage's T before training (a mapping with ``percentile``,
+    ``sim_timesteps``, ``scaling``). ``eval_timesteps``: also report accuracy at these T after training.
+    """
+
+    timesteps: int | None = None
+    init: str = "previous"
+    snn: dict = field(default_factory=dict)
+    rebalance: dict | None = None
+    eval_timesteps: list[int] | None = None
+    lr: float = 1e-4
+    train: list[str] = field(default_factory=lambda: ["weights", "threshold", "leak"])
+    parent: str | None = None
+
+
+@dataclass
+class IirStage(SnnStage):
+    """IIR-SNN (Chowdhury et al.): one ``snn`` sub-stage per entry of ``timesteps`` (default [5, 4, 3, 2, 1]),
+    each initialized from the previous one's weights, thresholds and leaks. ``epochs`` and ``lr`` may be lists
+    (one value per sub-stage)."""
+
+    timesteps: list[int] = field(default_factory=lambda: [5, 4, 3, 2, 1])  # type: ignore[assignment]
+    epochs: Any = 1
+    lr: Any = 1e-4
+
+
+STAGE_KINDS: dict[str, type[StageConfig]] = {"ann": AnnStage, "convert": ConvertStage, "snn": SnnStage,
+                                             "iir": IirStage}
+
+
+def register_stage_kind(kind: str, config_cls: type[StageConfig]) -> None:
+    """Add a stage kind (its config dataclass); pair it with :func:`spikeforge.engine.stages.register_runner`."""
+    STAGE_KINDS[kind] = config_cls
+
+
+def _typecheck(obj, where: str) -> None:
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        t = str(f.type)
+        if v is None:
+            if "None" not in t and f.default is not None and t not in ("Any",):
+                raise ConfigError(f"{where}.{f.name} must not be null")
+            continue
+        if t.startswith("int") and not (isinstance(v, int) and not isinstance(v, bool)):
+            raise ConfigError(f"{where}.{f.name} must be an integer, got {v!r}")
+        if t.startswith("float") and isinstance(v, str):
+            try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+                v = float(v)
+                setattr(obj, f.name, v)
+            except ValueError:
+                pass
+        if t.startswith("float") and not (isinstance(v, (int, float)) and not isinstance(v, bool)):
+            raise ConfigError(f"{where}.{f.name} must be a number, got {v!r}")
+        if t.startswith("bool") and not isinstance(v, bool):
+            raise ConfigError(f"{where}.{f.name} must be true or false, got {v!r}")
+        if t.startswith("str") and not isinstance(v, str):
+            raise ConfigError(f"{where}.{f.name} must be a string, got {v!r}")
+        if t.startswith("list") and not isinstance(v, list):
+            raise ConfigError(f"{where}.{f.name} must be a list, got {v!r}")
+        if t.startswith("dict") and not isinstance(v, dict):
+            raise ConfigError(f"{where}.{f.name} must be a mapping, got {v!r}")
+
+
+def _positive(where: str, v, allow_none=True):
+    if v is None and allow_none:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ConfigError(f"{where} must be a positive integer, got {v!r}")
+
+
+def parse_stage(raw: Any, index: int) -> list[StageConfig]:
+    """Validate one stage mapping; an ``iir`` stage expands into its ``snn`` sub-stages."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"stages[{index}] must be a mapping with 'name' and 'kind', got {raw!r}")
+    kind = raw.get("kind")
+    if kind not in STAGE_KINDS:
+        raise ConfigError(f"stages[{index}].kind must be one of {sorted(STAGE_KINDS)}, got {kind!r}")
+    name = raw.get("name", kind)
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"stages[{index}].name must be a plain directory name, got {name!r}")
+    cls = STAGE_KINDS[kind]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in stage {name!r} (kind {kind}); allowed: {sorted(known)}")
+    where = f"stages.{name}"
+    try:
+        st = cls(**{**raw, "name": name})
+    except ConfigError:
+        raise
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if kind != "iir":
+        _typecheck(st, where)
+    for key in ("epochs", "max_batches", "eval_batches", "sim_timesteps", "calib_batch_size", "curve_batches"):
+        if hasattr(st, key) and kind != "iir":
+            _positive(f"{where}.{key}", getattr(st, key),
+                      allow_none=key in ("max_batches", "eval_batches", "curve_batches"))
+    if hasattr(st, "timesteps") and kind != "iir":
+        _positive(f"{where}.timesteps", st.timesteps)
+    if isinstance(st, ConvertStage):
+        if not 0 < st.percentile <= 100:
+            raise ConfigError(f"{where}.percentile must be in (0, 100], got {st.percentile!r}")
+        if st.scaling <= 0:
+            raise ConfigError(f"{where}.scaling must be positive, got {st.scaling!r}")
+        for t in st.eval_timesteps:
+            _positive(f"{where}.eval_timesteps[]", t)
+    if isinstance(st, SnnStage) and st.init not in ("previous", "scratch"):
+        raise ConfigError(f"{where}.init must be 'previous' or 'scratch', got {st.init!r}")
+    if isinstance(st, (SnnStage, ConvertStage)) and st.snn:
+        try:
+            SNNConfig().updated(**{k: v for k, v in st.snn.items() if k != "timesteps"})
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.snn: {exc}") from None
+    if isinstance(st, (AnnStage, SnnStage)) and kind != "iir":
+        try:
+            st.optim()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if kind != "iir":
+        return [st]
+    return _expand_iir(st, where)
+
+
+def _expand_iir(st: IirStage, where: str) -> list[StageConfig]:
+    steps = st.timesteps
+    if not isinstance(steps, list) or not steps:
+        raise ConfigError(f"{where}.timesteps must be a non-empty list such as [5, 4, 3, 2, 1], got {steps!r}")
+    for t in steps:
+        _positive(f"{where}.timesteps[]", t)
+
+    def per_stage(key):
+        v = getattr(st, key)
+        if isinstance(v, list):
+            if len(v) != len(steps):
+                raise ConfigError(f"{where}.{key} has {len(v)} values for {len(steps)} timesteps")
+            return v
+        return [v] * len(steps)
+
+    epochs, lrs = per_stage("epochs"), per_stage("lr")
+    subs = []
+    base = {f.name: getattr(st, f.name) for f in fields(SnnStage)}
+    for t, ep, lr in zip(steps, epochs, lrs):
+        raw = {**copy.deepcopy(base), "name": f"{st.name}-T{t}", "kind": "snn", "timesteps": t, "epochs": ep,
+               "lr": lr, "parent": st.name}
+        sub = SnnStage(**raw)
+        _typecheck(sub, f"{where} (T={t})")
+        _positive(f"{where}.epochs", sub.epochs)
+        try:
+            sub.optim()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        subs.append(sub)
+    return subs
+
+
+@dataclass
+class Recipe:
+    name: str
+    seed: int
+    device: str
+    data: DataConfig
+    model: ModelSpec
+    snn: SNNConfig
+    stages: list[StageConfig]
+    source: dict
+
+    def stage_dicts(self) -> list[dict]:
+        return [dataclasses.asdict(s) for s in self.stages]
+
+
+TOP_KEYS = {"name", "description", "seed", "device", "data", "model", "snn", "stages"}
+
+
+def apply_overrides(raw: dict, sets: list[str]) -> dict:
+    """Apply ``key.path=value`` edits (values parsed as YAML) to a raw recipe mapping."""
+    raw = copy.deepcopy(raw)
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key.path=value, got {item!r}")
+        path, value = item.split("=", 1)
+        try:
+            val = yaml.safe_load(value)
+        except yaml.YAMLError:
+            val = value
+        keys = path.strip().split(".")
+        node: Any = raw
+        for i, k in enumerate(keys[:-1]):
+            if isinstance(node, list):
+                node = _find_stage(node, k, path)
+            else:
+                if k not in node or node[k] is None:
+                    node[k] = {}
+                node = node[k]
+        last = keys[-1]
+        if isinstance(node, list):
+            raise ConfigError(f"--set {path}: name a key inside the stage, e.g. stages.<name>.epochs")
+        node[last] = val
+    return raw
+
+
+def _find_stage(stages: list, key: str, path: str) -> dict:
+    for i, st in enumerate(stages):
+        if isinstance(st, dict) and (st.get("name", st.get("kind")) == key or str(i) == key):
+            return st
+    names = [s.get("name", s.get("kind")) for s in stages if isinstance(s, dict)]
+    raise ConfigError(f"--set {path}: no stage named {key!r}; stages are {names}")
+
+
+def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
+    """Validate a raw recipe mapping (from YAML) into a :class:`Recipe`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a YAML mapping with data, model and stages")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {unknown} in {where}; allowed: {sorted(TOP_KEYS)}")
+    for key in ("data", "model", "stages"):
+        if key not in raw:
+            raise ConfigError(f"{where} has no '{key}' section")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    device = raw.get("device", "auto")
+    if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    if not isinstance(raw["data"], dict):
+        raise ConfigError("data must be a mapping, e.g. {dataset: mnist}")
+    data = DataConfig.from_dict(raw["data"])
+    info = DATASETS[data.dataset]
+    if not isinstance(raw["model"], dict) or "arch" not in raw["model"]:
+        raise ConfigError("model must be a mapping with at least 'arch' (e.g. {arch: vgg5})")
+    mraw = dict(raw["model"])
+    defaults = {"in_channels": info.in_channels, "input_size": data.image_size or info.image_size,
+                "mean": list(info.mean), "std": list(info.std)}
+    if info.num_classes:
+        defaults["num_classes"] = info.num_classes
+    for k, v in defaults.items():
+        mraw.setdefault(k, v)
+    model = ModelSpec.from_dict(mraw, where="model")
+    from .models import MODELS
+
+    if model.arch not in MODELS:
+        raise ConfigError(f"model.arch {model.arch!r} is unknown; available: {sorted(MODELS)}")
+    snn_raw = raw.get("snn") or {}
+    if not isinstance(snn_raw, dict):
+        raise ConfigError("snn must be a mapping of SNNConfig keys")
+    snn = SNNConfig.from_dict(snn_raw, where="snn")
+    if not isinstance(raw["stages"], list) or not raw["stages"]:
+        raise ConfigError("stages must be a non-empty list")
+    stages: list[StageConfig] = []
+    for i, st in enumerate(raw["stages"]):
+        stages.extend(parse_stage(st, i))
+    names = [s.name for s in stages]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"stage names must be unique; repeated: {dup}")
+    return Recipe(str(raw.get("name", "run")), seed, device, data, model, snn, stages, raw)
+
+
+def load_recipe(path: str | Path, sets: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe file, apply ``--set`` edits and validate it."""
+    p = Path(path)
+    if not p.is_file():
+        bundled = Path(__file__).resolve().parents[2] / "recipes" / p.name
+        if bundled.is_file():
+            p = bundled
+        else:
+            raise ConfigError(f"recipe {path} not found (give a path to a YAML file, e.g. recipes/mnist-quickstart.yaml)")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {p} is not valid YAML: {exc}") from None
+    return parse_recipe(apply_overrides(raw or {}, sets or []), where=f"recipe {p.name}")

@@ -1,0 +1,130 @@
+"""Conversion: BN folding, refusal of what cannot convert, percentile rule, balancing, ANN ~ SNN at large T."""
+
+import pytest
+import torch
+from torch import nn
+
+from spikeforge.convert import ann_to_snn, balance_thresholds, check_convertible, fold_batchnorm, percentile_value
+from spikeforge.errors import ConversionError
+from spikeforge.models import SNNConfig, create_model
+
+SMALL = dict(num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[32])
+
+
+def _warm_bn(model):
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(16, 1, 28, 28))
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["vgg5", "resnet12"])
+def test_fold_batchnorm_preserves_the_function(arch):
+    torch.manual_seed(0)
+    ann = _warm_bn(create_model(arch, batch_norm=True, **SMALL))
+    for m in ann.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    spec, state = fold_batchnorm(ann)
+    assert spec.bn_folded and not any("running_mean" in k for k in state)
+    from spikeforge.models import build_model
+
+    folded = build_model(spec).eval()
+    folded.load_state_dict(state)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(ann(x), folded(x), atol=1e-5)
+
+
+def test_percentile_rule():
+    x = torch.arange(1, 1001, dtype=torch.float32)[torch.randperm(1000)]
+    assert percentile_value(x, 100.0) == 1000
+    # k = 1 + round(q/100 * (n-1)): q=99.7 -> k = 1 + round(996.003) = 997
+    assert percentile_value(x, 99.7) == 997
+    assert percentile_value(x, 90.0) == 1 + round(0.9 * 999)
+    per_ch = percentile_value(torch.stack([x, 2 * x]), 50.0, dim=1)
+    assert per_ch.tolist() == [501.0, 1002.0]
+
+
+class MaxPoolNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):
+        return self.pool(torch.relu(self.conv(x)))
+
+
+class FunctionalReluNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x):
+        return nn.functional.relu(self.conv(x))
+
+
+class GeluNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+@pytest.mark.parametrize("net,match", [(MaxPoolNet, "max pooling.*AvgPool2d"), (FunctionalReluNet, "as a function"),
+                                       (GeluNet, "only ReLU")])
+def test_refuses_what_cannot_convert(net, match):
+    with pytest.raises(ConversionError, match=match):
+        check_convertible(net(), torch.rand(1, 1, 8, 8))
+
+
+def test_twin_models_are_convertible():
+    check_convertible(create_model("resnet12", batch_norm=True, **SMALL), torch.rand(1, 1, 28, 28))
+    check_convertible(create_model("vgg5", **SMALL), torch.rand(1, 1, 28, 28))
+
+
+def test_balancing_sets_first_layer_to_the_input_current_statistic():
+    """Layer 1 with direct input sees the same current every step: its threshold is that current's percentile."""
+    torch.manual_seed(0)
+    ann = create_model("vgg4", **SMALL).eval()
+    x = torch.rand(8, 1, 28, 28)
+    snn = ann_to_snn(ann, SNNConfig(timesteps=4), example=x[:1])
+    th = balance_thresholds(snn, x, timesteps=6, percentile=99.0, scaling=1.0, progress=False)
+    cur = ann.features[0](ann.normalize(x))
+    assert th[0] == pytest.approx(float(percentile_value(cur, 99.0)), rel=1e-6)
+    assert all(t > 0 for t in th)
+    th_scaled = balance_thresholds(snn, x, timesteps=6, percentile=99.0, scaling=0.5, progress=False)
+    assert th_scaled == pytest.approx([0.5 * t for t in th], rel=1e-5)
+    assert snn.timesteps == 4 and all(lk == 1.0 for lk in snn.leaks())
+
+
+def test_residual_block_neurons_are_balanced():
+    torch.manual_seed(0)
+    ann = create_model("resnet12", **SMALL).eval()
+    x = torch.rand(8, 1, 28, 28)
+    snn = ann_to_snn(ann, SNNConfig(timesteps=4), example=x[:1])
+    th = balance_thresholds(snn, x, timesteps=8, percentile=99.9, progress=False)
+    assert len(th) == 3 + 2 * 4 and len(set(round(t, 6) for t in th)) > 5 and 1.0 not in th
+
+
+def test_converted_snn_approaches_ann_at_large_t():
+    """IF + soft reset with max balancing: the rate code tracks the ANN; predictions agree at large T."""
+    torch.manual_seed(0)
+    ann = create_model("vgg4", num_classes=10, in_channels=1, input_size=28, width=0.25, hidden=[64]).eval()
+    x = torch.rand(32, 1, 28, 28)
+    snn = ann_to_snn(ann, SNNConfig(timesteps=512, time_chunk=128), example=x[:1]).eval()
+    balance_thresholds(snn, x, timesteps=32, percentile=100.0, progress=False)
+    with torch.no_grad():
+        a = ann(x)
+        s16, s512 = snn.forward_cumulative(x, [16, 512])
+    corr = lambda u, v: torch.corrcoef(torch.stack([u.flatten(), v.flatten()]))[0, 1].item()
+    assert corr(a, s512) > 0.98
+    assert corr(a, s512) > corr(a, s16)
+    assert (a.argmax(1) == s512.argmax(1)).float().mean() >= 0.9

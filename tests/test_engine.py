@@ -1,0 +1,258 @@
+"""Engine: recipes (validation, --set), checkpoints (atomic, safe, clear errors), training stages, IIR chaining,
+resume after a kill, and a tiny end-to-end ``spikeforge run`` on a slice of MNIST."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from spikeforge.cli import main
+from spikeforge.engine.checkpoint import load_checkpoint, load_raw, save_checkpoint
+from spikeforge.engine.stages import run
+from spikeforge.errors import CheckpointError, ConfigError
+from spikeforge.models import create_model
+from spikeforge.recipe import load_recipe, parse_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "seed": 3,
+    "device": "cpu",
+    "data": {"dataset": "mnist", "batch_size": 32, "test_batch_size": 256, "train_subset": 1024, "test_subset": 256},
+    "model": {"arch": "vgg4", "width": 0.25, "hidden": [64], "dropout": 0.1},
+    "snn": {"surrogate": "linear", "leak": 0.9},
+    "stages": [
+        {"name": "ann", "kind": "ann", "epochs": 3, "lr": 3e-3, "schedule": "none"},
+        {"name": "convert", "kind": "convert", "sim_timesteps": 8, "calib_batch_size": 64, "percentile": 99.7,
+         "scaling": 0.6, "timesteps": 3, "eval_timesteps": [2, 8]},
+        {"name": "diet", "kind": "snn", "timesteps": 3, "epochs": 1, "lr": 1e-3, "max_batches": 8},
+        {"name": "iir", "kind": "iir", "timesteps": [2, 1], "epochs": 1, "lr": 1e-3, "max_batches": 4},
+    ],
+}
+
+
+def tiny(**changes):
+    raw = json.loads(json.dumps(TINY))
+    raw.update(changes)
+    return raw
+
+
+def params(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    summary = run(parse_recipe(tiny()), out, device=torch.device("cpu"), progress=False)
+    return out, summary
+
+
+def test_end_to_end_run_writes_every_stage(tiny_run):
+    out, summary = tiny_run
+    names = [s["stage"] for s in summary["stages"]]
+    assert names == ["ann", "convert", "diet", "iir-T2", "iir-T1"]
+    for st in summary["stages"]:
+        m = json.loads((out / st["stage"] / "metrics.json").read_text())
+        for key in ("stage", "kind", "timesteps", "test_acc", "epochs", "seconds"):
+            assert key in m
+        assert 0.0 <= m["test_acc"] <= 1.0
+        assert (out / st["stage"] / "model.pt").is_file()
+        assert not (out / st["stage"] / "last.pt").exists()
+    kinds = [s["kind"] for s in summary["stages"]]
+    assert kinds == ["ann", "convert", "snn", "iir", "iir"]
+    assert [s["timesteps"] for s in summary["stages"]] == [None, 3, 3, 2, 1]
+    conv = json.loads((out / "convert" / "metrics.json").read_text())
+    assert set(conv["acc_vs_timesteps"]) == {"2", "3", "8"}
+    assert summary["stages"][0]["test_acc"] > 0.6  # well above chance (0.1) after 96 steps on 1024 images
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_thresholds_and_leaks_learn_and_iir_chains_exact_parameters(tiny_run):
+    out, _ = tiny_run
+    conv = json.loads((out / "convert" / "metrics.json").read_text())
+    diet = json.loads((out / "diet" / "metrics.json").read_text())
+    assert diet["initial"]["thresholds"] == pytest.approx(conv["thresholds"])
+    assert diet["thresholds"] != pytest.approx(conv["thresholds"])  # thresholds trained
+    assert diet["initial"]["leaks"] == pytest.approx([0.9] * len(diet["leaks"]))
+    assert diet["leaks"] != pytest.approx(diet["initial"]["leaks"], abs=1e-7)  # leaks trained
+    assert all(0.0 <= lk <= 1.0 for lk in diet["leaks"])
+    # IIR sub-stage k+1 starts from sub-stage k's exact parameters
+    t2 = json.loads((out / "iir-T2" / "metrics.json").read_text())
+    t1 = json.loads((out / "iir-T1" / "metrics.json").read_text())
+    assert t2["initial"]["thresholds"] == diet["thresholds"] and t2["initial"]["leaks"] == diet["leaks"]
+    assert t1["initial"]["thresholds"] == t2["thresholds"]
+    model, head = load_checkpoint(out / "iir-T1")
+    assert model.timesteps == 1 and head["kind"] == "snn" and head["stage"] == "iir-T1"
+
+
+def test_rerun_skips_finished_stages(tiny_run, capsys):
+    out, summary = tiny_run
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")}
+    again = run(parse_recipe(tiny()), out, device=torch.device("cpu"), progress=True)
+    assert again == summary
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")} == before
+    cap = capsys.readouterr()
+    assert "already finished" in cap.out + cap.err
+
+
+def test_interrupted_training_resumes_to_identical_parameters(tmp_path):
+    raw = tiny(stages=[{"name": "ann", "kind": "ann", "epochs": 3, "lr": 3e-3}])
+    run(parse_recipe(raw), tmp_path / "full", device=torch.device("cpu"), progress=False)
+    full, _ = load_checkpoint(tmp_path / "full" / "ann")
+
+    import spikeforge.engine.train as train
+
+    original = train.save_checkpoint
+    calls = {"n": 0}
+
+    def crash_after_second_epoch(*a, **k):
+        original(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the process dies right after epoch 2's checkpoint
+
+    train.save_checkpoint = crash_after_second_epoch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(parse_recipe(raw), tmp_path / "cut", device=torch.device("cpu"), progress=False)
+    finally:
+        train.save_checkpoint = original
+    assert load_raw(tmp_path / "cut" / "ann" / "last.pt")["train_state"]["epoch"] == 2
+    run(parse_recipe(raw), tmp_path / "cut", device=torch.device("cpu"), progress=False)
+    resumed, _ = load_checkpoint(tmp_path / "cut" / "ann")
+    for k, v in params(full).items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    hist = json.loads((tmp_path / "cut" / "ann" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+
+
+def test_sigkill_during_training_then_rerun_completes(tmp_path):
+    """A real process killed with SIGKILL mid-stage; the same command finishes without redoing saved epochs."""
+    recipe = tmp_path / "r.yaml"
+    raw = tiny(stages=[{"name": "ann", "kind": "ann", "epochs": 4, "lr": 3e-3},
+                       {"name": "snn", "kind": "snn", "timesteps": 2, "epochs": 1, "max_batches": 2}])
+    recipe.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "spikeforge", "run", str(recipe), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    last = out / "ann" / "last.pt"
+    while time.time() < deadline and not last.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "the first epoch checkpoint was never written"
+    done_epochs = load_raw(last)["train_state"]["epoch"]
+    assert 1 <= done_epochs < 4
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    hist = json.loads((out / "ann" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    assert (out / "snn" / "model.pt").is_file()
+
+
+def test_recipe_validation_names_the_key():
+    with pytest.raises(ConfigError, match="unknown key.*'epoch'.*stage 'ann'"):
+        parse_recipe(tiny(stages=[{"name": "ann", "kind": "ann", "epoch": 2}]))
+    with pytest.raises(ConfigError, match="unknown top-level key"):
+        parse_recipe(tiny(optimizer="adam"))
+    with pytest.raises(ConfigError, match="stages.ann.epochs must be a positive integer"):
+        parse_recipe(tiny(stages=[{"name": "ann", "kind": "ann", "epochs": 0}]))
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        parse_recipe(tiny(stages=[{"name": "x", "kind": "teleport"}]))
+    with pytest.raises(ConfigError, match="percentile"):
+        parse_recipe(tiny(stages=[{"name": "c", "kind": "convert", "percentile": 120}]))
+    with pytest.raises(ConfigError, match="DataConfig.dataset|dataset"):
+        parse_recipe(tiny(data={"dataset": "mnust"}))
+    with pytest.raises(ConfigError, match="snn.encoding"):
+        parse_recipe(tiny(snn={"encoding": "morse"}))
+    with pytest.raises(ConfigError, match="unique"):
+        parse_recipe(tiny(stages=[{"name": "a", "kind": "ann"}, {"name": "a", "kind": "ann"}]))
+    with pytest.raises(ConfigError, match="3 values for 2 timesteps"):
+        parse_recipe(tiny(stages=[{"name": "i", "kind": "iir", "timesteps": [2, 1], "lr": [1e-3, 1e-3, 1e-3]}]))
+    r = parse_recipe(tiny(stages=[{"name": "a", "kind": "ann", "lr": "1e-3"}]))
+    assert r.stages[0].lr == 1e-3  # YAML 1.1 reads 1e-3 as a string; accepted as a number
+
+
+def test_set_overrides_address_stages_by_name(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(tiny()))
+    r = load_recipe(p, ["stages.ann.epochs=5", "data.train_subset=100", "stages.iir.timesteps=[3, 2, 1]"])
+    assert r.stages[0].epochs == 5 and r.data.train_subset == 100
+    assert [s.name for s in r.stages][-3:] == ["iir-T3", "iir-T2", "iir-T1"]
+    with pytest.raises(ConfigError, match="no stage named 'nope'"):
+        load_recipe(p, ["stages.nope.epochs=1"])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_validate(path):
+    r = load_recipe(path)
+    assert r.stages
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    m = create_model("vgg4", num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[16])
+    save_checkpoint(tmp_path / "ok.pt", m, {"dataset": "mnist"})
+    model, head = load_checkpoint(tmp_path / "ok.pt")
+    assert head["dataset"] == "mnist" and not model.spiking
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes((tmp_path / "ok.pt").read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a spikeforge checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"format": "spikeforge-checkpoint", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(tiny(stages=[{"name": "ann", "kind": "ann", "epochz": 1}])))
+    assert main(["run", str(p), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "epochz" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["eval", str(tmp_path / "nothing.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = tiny(data={"dataset": "mnist", "data_dir": str(empty), "download": False})
+    p.write_text(yaml.safe_dump(r))
+    assert main(["run", str(p), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert str(empty) in err and "SPIKEFORGE_DATA" in err
+
+
+def test_cli_eval_stage_directory(tiny_run, capsys):
+    out, _ = tiny_run
+    assert main(["eval", str(out / "convert"), "--timesteps", "2", "4", "--batches", "1", "--json",
+                 str(out / "e.json")]) == 0
+    res = json.loads((out / "e.json").read_text())
+    assert set(res["acc_vs_timesteps"]) == {"2", "4"}
+    assert main(["eval", str(out / "ann"), "--batches", "1"]) == 0
+    assert "ANN test acc" in capsys.readouterr().out
+
+
+def test_different_recipe_in_same_directory_is_refused(tiny_run):
+    out, _ = tiny_run
+    with pytest.raises(ConfigError, match="different recipe"):
+        run(parse_recipe(tiny(model={"arch": "vgg5", "width": 0.25, "hidden": [64]})), out,
+            device=torch.device("cpu"), progress=False)
