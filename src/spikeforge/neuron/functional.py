@@ -13,7 +13,7 @@ Two update orderings exist in the reference code:
 
       z[t] = U[t-1] / V_th - 1;   s[t] = H(z[t]);   U[t] = lambda * U[t-1] + I[t] - V_th * s[t]
 
-``H(z) = 1`` for ``z >= 0`` (so ``U >= V_th`` fires, and with IF + soft reset + constant current ``I`` the spike
+``H(z) = 1`` for ``z >= 0``, decided as ``U >= V_th`` (so a membrane exactly at threshold fires, and with IF + soft reset + constant current ``I`` the spike
 count after ``T`` steps is ``floor(T * I / V_th)`` clipped to ``[0, T]``). Reset is ``"soft"`` (subtract ``V_th``)
 or ``"hard"`` (to zero). The reset path is detached (no gradient into ``U`` through ``s``) except the threshold's
 own term ``-s`` of the soft reset (§1.2).
@@ -36,25 +36,27 @@ RESETS = ("soft", "hard")
 
 
 class SpikeFunction(torch.autograd.Function):
-    """``s = H(z)`` forward; ``ds/dz = g(z, dt)`` backward."""
+    """``s = fired`` (the Heaviside decision ``U >= V_th``) forward; ``ds/dz = g(z, dt)`` backward."""
 
     @staticmethod
-    def forward(ctx, z, dt, surrogate):
+    def forward(ctx, z, fired, dt, surrogate):
         ctx.surrogate = surrogate
         ctx.save_for_backward(z, dt)
-        return (z >= 0).to(z.dtype)
+        return fired.to(z.dtype)
 
     @staticmethod
     def backward(ctx, grad_s):
         z, dt = ctx.saved_tensors
-        return grad_s * ctx.surrogate.grad(z, dt), None, None
+        return grad_s * ctx.surrogate.grad(z, dt), None, None, None
 
 
-def spike(z: torch.Tensor, surrogate: Surrogate, dt: torch.Tensor | None = None) -> torch.Tensor:
-    """Heaviside spike of the normalized potential ``z`` with a surrogate gradient."""
+def spike(pre: torch.Tensor, threshold: torch.Tensor, surrogate: Surrogate,
+          dt: torch.Tensor | None = None) -> torch.Tensor:
+    """Spike ``H(pre / V_th - 1)``, decided as ``pre >= V_th``, with a surrogate gradient in ``z = pre / V_th - 1``."""
     if dt is None:
-        dt = z.new_empty(0)
-    return SpikeFunction.apply(z, dt, surrogate)
+        dt = pre.new_empty(0)
+    z = pre / threshold - 1.0
+    return SpikeFunction.apply(z, pre.detach() >= threshold.detach(), dt, surrogate)
 
 
 class NeuronState(NamedTuple):
@@ -90,11 +92,10 @@ def step(
         pre = leak * u + current
     else:
         pre = u
-    z = pre / threshold - 1.0
     dt = None
     if surrogate.needs_spike_time:
         dt = t - state.last_spike
-    s = spike(z, surrogate, dt)
+    s = spike(pre, threshold, surrogate, dt)
     s_detached = s.detach()
     if order == "integrate-fire":
         new_u = pre - threshold * s_detached if reset == "soft" else pre * (1.0 - s_detached)
@@ -161,15 +162,19 @@ def forward_loop(currents, threshold, leak, order="integrate-fire", reset="soft"
         integrate_first = order == "integrate-fire"
         soft = reset == "soft"
         for t in range(steps):
-            pre = leak * u + currents[t] if integrate_first else u
-            s = spikes[t]
-            torch.ge(pre / threshold - 1.0, 0.0, out=s)  # H(P / V_th - 1)
             if integrate_first:
-                u = pre - threshold * s if soft else pre * (1.0 - s)
+                pre = torch.add(leak * u, currents[t], out=pre_all[t]) if keep_pre else leak * u + currents[t]
+            else:
+                pre = u
+                if keep_pre:
+                    pre_all[t] = u
+            s = spikes[t]
+            torch.ge(pre, threshold, out=s)  # H(P / V_th - 1)
+            if integrate_first:
+                # P - V_th * s: the product is exact (s is 0 or 1), so addcmul rounds like the reference
+                u = torch.addcmul(pre, s, threshold, value=-1.0) if soft else pre * (1.0 - s)
             else:
                 u = leak * u + currents[t] - threshold * s if soft else leak * u * (1.0 - s) + currents[t]
-            if keep_pre:
-                pre_all[t] = pre
         return spikes, pre_all, u
 
 
@@ -203,12 +208,12 @@ class FusedMultiStep(torch.autograd.Function):
         g_lk = torch.zeros((), dtype=pre_all.dtype, device=pre_all.device)
         dt_all = None
         if surrogate.needs_spike_time:
-            dt_all = time_since_last_spike(torch.ge(pre_all / threshold, 1.0).to(pre_all.dtype))
+            dt_all = time_since_last_spike(torch.ge(pre_all, threshold).to(pre_all.dtype))
         q_next = None  # q[t+1]
         for t in range(steps - 1, -1, -1):
             pre = pre_all[t]
             z = pre / threshold - 1.0
-            s = (z >= 0).to(pre.dtype)
+            s = (pre >= threshold).to(pre.dtype)
             g = surrogate.grad(z, None if dt_all is None else dt_all[t])
             a = grad_spikes[t] * g / threshold
             if need_th:
