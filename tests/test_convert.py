@@ -97,7 +97,8 @@ def test_balancing_sets_first_layer_to_the_input_current_statistic():
     x = torch.rand(8, 1, 28, 28)
     snn = ann_to_snn(ann, SNNConfig(timesteps=4), example=x[:1])
     th = balance_thresholds(snn, x, timesteps=6, percentile=99.0, scaling=1.0, progress=False)
-    cur = ann.features[0](ann.normalize(x))
+    with torch.no_grad():
+        cur = ann.features[0](ann.normalize(x))
     assert th[0] == pytest.approx(float(percentile_value(cur, 99.0)), rel=1e-6)
     assert all(t > 0 for t in th)
     th_scaled = balance_thresholds(snn, x, timesteps=6, percentile=99.0, scaling=0.5, progress=False)

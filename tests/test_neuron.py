@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from spikeforge.errors import ConfigError, ShapeError
+from spikeforge.kernels import compiled_kernels, cpu_kernel
 from spikeforge.neuron import SpikingNeuron
 from spikeforge.neuron import functional as F
 from spikeforge.surrogate import ATan, FastSigmoid, PiecewiseLinear, STDB, get_surrogate
@@ -82,7 +83,16 @@ SURROGATES = [PiecewiseLinear(), STDB(), FastSigmoid(), ATan()]
 @pytest.mark.parametrize("order,reset", list(itertools.product(F.ORDERS, F.RESETS)))
 @pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_fused_equals_reference_with_gradients(order, reset, surrogate, per_channel):
+@pytest.mark.parametrize("compiled", [True, False], ids=["cpp", "torch"])
+def test_fused_equals_reference_with_gradients(order, reset, surrogate, per_channel, compiled):
+    """The fused path (compiled C++ kernel, or its pure-PyTorch twin) equals the per-step reference."""
+    if compiled and cpu_kernel() is None:
+        pytest.skip("no C++ compiler: the compiled kernel is unavailable")
+    with compiled_kernels(compiled):
+        _check_fused_equals_reference(order, reset, surrogate, per_channel)
+
+
+def _check_fused_equals_reference(order, reset, surrogate, per_channel):
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(7, 3, 4, 5, 5, generator=g, dtype=torch.float64) * 0.8 + 0.5).requires_grad_()
     if per_channel:

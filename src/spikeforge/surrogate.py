@@ -34,12 +34,19 @@ class Surrogate:
     def to_config(self) -> dict:
         return {"name": _NAME_OF[type(self)], **asdict(self)}
 
+    def cpp_params(self) -> tuple[int, float, float] | None:
+        """``(code, p1, p2)`` of the same function in the compiled kernel, or None if it has none."""
+        return None
+
 
 @dataclass(frozen=True)
 class PiecewiseLinear(Surrogate):
     """``g(z) = gamma * max(0, 1 - |z|)`` (Bellec et al. 2018; DIET/IIR/BNTT use gamma = 0.3)."""
 
     gamma: float = 0.3
+
+    def cpp_params(self):
+        return (0, self.gamma, 0.0)
 
     def grad(self, z, dt=None):
         return self.gamma * (1.0 - z.abs()).clamp_min(0.0)
@@ -57,6 +64,9 @@ class STDB(Surrogate):
     beta: float = 0.01
     needs_spike_time = True
 
+    def cpp_params(self):
+        return (1, self.alpha, self.beta)
+
     def grad(self, z, dt=None):
         if dt is None:
             raise ValueError("the STDB surrogate needs the time since the last spike (dt)")
@@ -69,6 +79,9 @@ class FastSigmoid(Surrogate):
 
     slope: float = 25.0
 
+    def cpp_params(self):
+        return (2, self.slope, 0.0)
+
     def grad(self, z, dt=None):
         return 1.0 / (1.0 + self.slope * z.abs()) ** 2
 
@@ -78,6 +91,9 @@ class ATan(Surrogate):
     """Arctangent (Fang et al. 2021): ``g(z) = (alpha / 2) / (1 + (pi / 2 * alpha * z)**2)``."""
 
     alpha: float = 2.0
+
+    def cpp_params(self):
+        return (3, self.alpha, 0.0)
 
     def grad(self, z, dt=None):
         return (self.alpha / 2.0) / (1.0 + (math.pi / 2.0 * self.alpha * z) ** 2)
@@ -89,6 +105,9 @@ class Exponential(Surrogate):
 
     scale: float = 0.3
     decay: float = 1.0
+
+    def cpp_params(self):
+        return (4, self.scale, self.decay)
 
     def grad(self, z, dt=None):
         return self.scale * torch.exp(-self.decay * z.abs())

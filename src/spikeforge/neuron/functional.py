@@ -190,8 +190,12 @@ class FusedMultiStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, currents, threshold, leak, surrogate, order, reset):
-        spikes, pre_all, _ = forward_loop(currents, threshold, leak, order, reset)
-        ctx.surrogate, ctx.order, ctx.reset = surrogate, order, reset
+        layout = _cpp_layout(currents, threshold, leak, surrogate)
+        if layout is not None:
+            spikes, pre_all, _ = _cpp_forward(currents, threshold, leak, layout, order, reset, keep_pre=True)
+        else:
+            spikes, pre_all, _ = forward_loop(currents, threshold, leak, order, reset)
+        ctx.surrogate, ctx.order, ctx.reset, ctx.layout = surrogate, order, reset, layout
         ctx.in_dtype = currents.dtype
         ctx.save_for_backward(pre_all, threshold, leak)
         return spikes
@@ -199,6 +203,8 @@ class FusedMultiStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes):
         pre_all, threshold, leak = ctx.saved_tensors
+        if ctx.layout is not None:
+            return _cpp_backward(ctx, grad_spikes, pre_all, threshold, leak)
         surrogate, soft = ctx.surrogate, ctx.reset == "soft"
         integrate_first = ctx.order == "integrate-fire"
         need_th, need_lk = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
@@ -249,6 +255,84 @@ class FusedMultiStep(torch.autograd.Function):
         return grad_in, grad_threshold, grad_leak, None, None, None
 
 
+def _cpp_layout(currents, threshold, leak, surrogate):
+    """``(C, inner)`` if the compiled CPU kernel can run this call, else None.
+
+    It needs CPU float32/float64 tensors of one dtype, a built-in surrogate, and threshold/leak that are scalars or
+    per-channel ``[C, 1, ..., 1]`` along dim 1 of a step.
+    """
+    if currents.device.type != "cpu" or currents.dtype not in (torch.float32, torch.float64):
+        return None
+    if threshold.dtype != currents.dtype or leak.dtype != currents.dtype or currents.dim() < 2:
+        return None
+    if surrogate.cpp_params() is None or type(surrogate).__name__ not in _BUILTIN_SURROGATES:
+        return None
+    step_shape = currents.shape[1:]
+    shapes = {tuple(threshold.shape), tuple(leak.shape)} - {()}
+    if not shapes:
+        channels, inner = 1, 1
+    else:
+        if len(shapes) != 1 or len(step_shape) < 2:
+            return None
+        shape = shapes.pop()
+        channels = step_shape[1]
+        if shape[0] != channels or any(d != 1 for d in shape[1:]) or len(shape) != len(step_shape) - 1:
+            return None
+        inner = 1
+        for d in step_shape[2:]:
+            inner *= d
+    from ..kernels import cpu_kernel
+
+    if cpu_kernel() is None:
+        return None
+    return channels, inner
+
+
+_BUILTIN_SURROGATES = {"PiecewiseLinear", "STDB", "FastSigmoid", "ATan", "Exponential"}
+
+
+def _flat_param(p: torch.Tensor, channels: int) -> torch.Tensor:
+    return p.detach().reshape(-1).expand(channels).contiguous() if p.numel() == 1 else p.detach().reshape(-1).contiguous()
+
+
+def _cpp_forward(currents, threshold, leak, layout, order, reset, keep_pre, u0=None):
+    from ..kernels import cpu_kernel
+
+    channels, inner = layout
+    if not currents[0].is_contiguous():
+        currents = currents.contiguous()
+    return cpu_kernel().neuron_forward(currents, _flat_param(threshold, channels), _flat_param(leak, channels), inner,
+                                       order == "integrate-fire", reset == "soft", keep_pre, u0)
+
+
+def _cpp_backward(ctx, grad_spikes, pre_all, threshold, leak):
+    from ..kernels import cpu_kernel
+
+    channels, inner = ctx.layout
+    need_th, need_lk = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    code, p1, p2 = ctx.surrogate.cpp_params()
+    gin, gth, glk = cpu_kernel().neuron_backward(
+        grad_spikes, pre_all, _flat_param(threshold, channels), _flat_param(leak, channels), inner,
+        ctx.order == "integrate-fire", ctx.reset == "soft", code, float(p1), float(p2), need_th, need_lk)
+    grad_threshold = _sum_to(gth, threshold) if need_th else None
+    grad_leak = _sum_to(glk, leak) if need_lk else None
+    return gin.to(ctx.in_dtype), grad_threshold, grad_leak, None, None, None
+
+
+def run_steps(currents, threshold, leak, *, surrogate, order="integrate-fire", reset="soft", u0=None):
+    """Inference only (no autograd): ``(spikes, final membrane)`` from initial membrane ``u0`` (zero if None).
+
+    Uses the compiled CPU kernel when it applies, else :func:`forward_loop`; both give identical spikes.
+    """
+    with torch.no_grad():
+        layout = _cpp_layout(currents, threshold, leak, surrogate)
+        if layout is not None and (u0 is None or (u0.dtype == currents.dtype and u0.is_contiguous())):
+            spikes, _, u = _cpp_forward(currents, threshold, leak, layout, order, reset, keep_pre=False, u0=u0)
+        else:
+            spikes, _, u = forward_loop(currents, threshold, leak, order, reset, u0=u0, keep_pre=False)
+    return spikes, u
+
+
 def multistep(
     currents: torch.Tensor,
     threshold: torch.Tensor,
@@ -270,5 +354,7 @@ def multistep(
     if reset not in RESETS:
         raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
     if fused:
-        return FusedMultiStep.apply(currents, threshold, leak, surrogate, order, reset)
+        if torch.is_grad_enabled() and (currents.requires_grad or threshold.requires_grad or leak.requires_grad):
+            return FusedMultiStep.apply(currents, threshold, leak, surrogate, order, reset)
+        return run_steps(currents, threshold, leak, surrogate=surrogate, order=order, reset=reset)[0]
     return multistep_reference(currents, threshold, leak, surrogate=surrogate, order=order, reset=reset)

@@ -89,7 +89,8 @@ class SpikingNeuron(nn.Module):
             raise RuntimeError("streaming (chunked) evaluation carries state without gradients; "
                                "run it under torch.no_grad()")
         st = self._stream
-        spikes, _, st["state"] = F.forward_loop(x, th, lk, self.order, self.reset, u0=st["state"], keep_pre=False)
+        spikes, st["state"] = F.run_steps(x, th, lk, surrogate=self.surrogate, order=self.order, reset=self.reset,
+                                          u0=st["state"])
         return spikes
 
     @torch.no_grad()

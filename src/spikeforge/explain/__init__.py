@@ -1,0 +1,36 @@
+"""Visual explanations for spiking networks and their ANN twins: SAM and Grad-CAM (methods.md §7.6).
+
+``SAM(snn, target_layers=[...])(images)`` and ``GradCAM(model, target_layers=[...])(images, targets)`` return maps
+per timestep ``[T, B, H, W]`` with their reduction over time in ``.summed``; ``spikeforge explain`` draws them
+(:mod:`spikeforge.explain.command`). See :mod:`spikeforge.explain.maps` for the definitions.
+"""
+
+from .command import add_explain_parser, explain_cli, find_ann_twin
+from .maps import (
+    SAM,
+    GradCAM,
+    default_layer,
+    fgsm,
+    layer_names,
+    minmax,
+    neuronal_contribution,
+    pearson,
+    resolve_layer,
+    sam_maps,
+)
+
+__all__ = [
+    "SAM",
+    "GradCAM",
+    "add_explain_parser",
+    "default_layer",
+    "explain_cli",
+    "fgsm",
+    "find_ann_twin",
+    "layer_names",
+    "minmax",
+    "neuronal_contribution",
+    "pearson",
+    "resolve_layer",
+    "sam_maps",
+]
