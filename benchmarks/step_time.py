@@ -27,6 +27,8 @@ def issue9_net(spec, snn=None):
 def build(net: str, spiking: bool, timesteps: int):
     if net == "issue9":
         register_model("bench9", issue9_net)
+        from spikeforge.models import vgg as _vgg
+        _vgg.CFGS.setdefault("bench9", ([64, "A", 128, "A", 256, "A"], []))
         kw = dict(num_classes=10, in_channels=3, input_size=32, hidden=[], dropout=0.0)
         name = "bench9"
     else:

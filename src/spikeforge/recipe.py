@@ -39,11 +39,13 @@ _OPTIM_FIELDS = {f.name for f in fields(OptimConfig)}
 
 @dataclass
 class StageConfig:
-    """Keys shared by every stage."""
+    """Keys shared by every stage. ``source``: the earlier stage whose model this one starts from (default: the
+    stage right before it), so one ANN can feed several conversions."""
 
     name: str
     kind: str
     eval_batches: int | None = None
+    source: str | None = None
 
     def optim(self) -> OptimConfig:
         return OptimConfig(**{k: getattr(self, k) for k in _OPTIM_FIELDS if hasattr(self, k)})
@@ -245,9 +247,9 @@ def _expand_iir(st: IirStage, where: str) -> list[StageConfig]:
     epochs, lrs = per_stage("epochs"), per_stage("lr")
     subs = []
     base = {f.name: getattr(st, f.name) for f in fields(SnnStage)}
-    for t, ep, lr in zip(steps, epochs, lrs):
+    for i, (t, ep, lr) in enumerate(zip(steps, epochs, lrs)):
         raw = {**copy.deepcopy(base), "name": f"{st.name}-T{t}", "kind": "snn", "timesteps": t, "epochs": ep,
-               "lr": lr, "parent": st.name}
+               "lr": lr, "parent": st.name, "source": st.source if i == 0 else None}
         sub = SnnStage(**raw)
         _typecheck(sub, f"{where} (T={t})")
         _positive(f"{where}.epochs", sub.epochs)
@@ -359,6 +361,10 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"stage names must be unique; repeated: {dup}")
+    for i, st in enumerate(stages):
+        if st.source is not None and st.source not in names[:i]:
+            raise ConfigError(f"stages.{st.name}.source must name an earlier stage; got {st.source!r} "
+                              f"(earlier stages: {names[:i]})")
     return Recipe(str(raw.get("name", "run")), seed, device, data, model, snn, stages, raw)
 
 

@@ -20,6 +20,7 @@ from ..convert import ann_to_snn, balance_thresholds
 from ..energy import stage_energy_metrics
 from ..errors import CheckpointError, ConfigError
 from ..models import SNNConfig, TwinNet, build_model
+from ..monitor import SpikeMonitor
 from ..recipe import AnnStage, ConvertStage, Recipe, SnnStage, StageConfig
 from .checkpoint import MODEL_FILE, RESUME_FILE, atomic_write_json, load_checkpoint, save_checkpoint
 from .train import evaluate, fit, seed_everything
@@ -145,17 +146,25 @@ def run_convert(stage: ConvertStage, ctx: Context) -> dict:
     if ann_acc is None:
         ann_acc = evaluate(ann, ctx.data.test, ctx.device, max_batches=stage.eval_batches)["acc"]
     eval_steps = sorted(set(stage.eval_timesteps) | {steps})
-    ev = evaluate(snn, ctx.data.test, ctx.device, max_batches=stage.eval_batches, progress=ctx.progress)
-    accs = accuracy_over_time(snn, ctx.data.test, ctx.device, eval_steps, stage.curve_batches or stage.eval_batches,
-                              ctx.progress)
+    curve_batches = stage.curve_batches or stage.eval_batches
+    same = curve_batches == stage.eval_batches
+    # One simulation of max(T) steps gives the accuracy at every T (and the spike counts at the stage's T).
+    with SpikeMonitor(snn) as mon:
+        first = accuracy_over_time(snn, ctx.data.test, ctx.device, eval_steps if same else [steps],
+                                   stage.eval_batches, ctx.progress)
+    accs = first if same else accuracy_over_time(snn, ctx.data.test, ctx.device, eval_steps, curve_batches,
+                                                 ctx.progress)
+    rates = {k: v * steps for k, v in mon.rates(per_step=True).items()}
+    tot = sum(mon.neurons[k] for k in rates)
+    spike_rate = {**rates, "mean": sum(rates[k] * mon.neurons[k] for k in rates) / tot if tot else 0.0}
     for t in eval_steps:
         ctx.log(f"  [{stage.name}] T={t:5d}: test acc {accs[t]:.4f}  (ANN {ann_acc:.4f})")
     return finish(stage, ctx, snn, {
-        "test_acc": ev["acc"], "ann_acc": ann_acc, "epochs": 0, "seconds": time.time() - t0,
+        "test_acc": first[steps], "ann_acc": ann_acc, "epochs": 0, "seconds": time.time() - t0,
         "acc_vs_timesteps": {str(t): a for t, a in accs.items()}, "curve_samples": _curve_samples(ctx, stage),
-        "spike_rate": ev.get("spike_rate"),
+        "spike_rate": spike_rate,
         "percentile": stage.percentile, "scaling": stage.scaling, **_snn_summary(snn),
-        **stage_energy_metrics(snn, ctx.data.test, ctx.device, max_batches=_energy_batches(stage))})
+        **stage_energy_metrics(snn, ctx.data.test, ctx.device, max_batches=_energy_batches(stage, steps))})
 
 
 def _curve_samples(ctx: Context, stage: ConvertStage) -> int:
@@ -226,9 +235,9 @@ def run_snn(stage: SnnStage, ctx: Context) -> dict:
     return finish(stage, ctx, model, metrics)
 
 
-def _energy_batches(stage) -> int:
+def _energy_batches(stage, steps: int = 1) -> int:
     """Spike rates for the energy estimate come from a few test batches (they vary little between batches)."""
-    return min(stage.eval_batches or 2, 2)
+    return min(stage.eval_batches or 2, 2 if steps <= 32 else 1)
 
 
 def stage_finished(stage_dir: Path) -> bool:
@@ -247,7 +256,10 @@ def run(recipe: Recipe, out_dir: Path, *, device: torch.device, data=None, progr
         data = build_data(recipe.data, device=device, seed=recipe.seed)
     summary = {"recipe": recipe.name, "stages": []}
     previous, previous_metrics = None, None
+    done: dict[str, tuple[Path, dict]] = {}
     for index, stage in enumerate(recipe.stages):
+        if stage.source is not None:
+            previous, previous_metrics = done[stage.source]
         if stage.kind not in RUNNERS:
             raise ConfigError(f"no runner for stage kind {stage.kind!r}")
         sdir = out_dir / stage.name
@@ -269,6 +281,7 @@ def run(recipe: Recipe, out_dir: Path, *, device: torch.device, data=None, progr
         if on_stage_end:
             on_stage_end(metrics)
         previous, previous_metrics = sdir / MODEL_FILE, metrics
+        done[stage.name] = (previous, previous_metrics)
     return summary
 
 

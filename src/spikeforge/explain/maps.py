@@ -279,13 +279,10 @@ class _Explainer:
             timed = isinstance(module, SpikingNeuron)
 
             def hook(mod, inputs, output, name=name, timed=timed):
-                out = output.detach() if detach else output
                 rec = self._records[name]
-                if not timed:
-                    if rec:
-                        raise ConfigError(f"layer {name!r} runs more than once per forward pass; pick another layer")
-                    out = out.unsqueeze(0)
-                rec.append(out)
+                if rec and not timed:
+                    raise ConfigError(f"layer {name!r} runs more than once per forward pass; pick another layer")
+                rec.append(output.detach() if detach else output)
 
             self._handles.append(module.register_forward_hook(hook))
 
@@ -295,14 +292,17 @@ class _Explainer:
             h.remove()
         self._handles = []
 
-    def _collect(self) -> dict[str, torch.Tensor]:
-        acts = {}
-        for name, rec in self._records.items():
+    def _collect(self) -> dict[str, list[torch.Tensor]]:
+        """The recorded outputs per layer (several for a neuron layer run in time chunks)."""
+        recs, self._records = self._records, {}
+        for name, rec in recs.items():
             if not rec:
                 raise ConfigError(f"layer {name!r} did not run during the forward pass")
-            acts[name] = rec[0] if len(rec) == 1 else torch.cat(rec, 0)  # chunked long-T evaluation
-        self._records = {}
-        return acts
+        return recs
+
+    def _timed(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        """A layer output as ``[T, B, ...]`` (the ANN twin's ``[B, ...]`` becomes ``T = 1``)."""
+        return out if isinstance(self.modules[name], SpikingNeuron) else out.unsqueeze(0)
 
     def _finish(self, raw: dict[str, torch.Tensor], raw_summed: dict[str, torch.Tensor],
                 size: tuple[int, int]) -> torch.Tensor:
@@ -378,7 +378,7 @@ class SAM(_Explainer):
         try:
             with _eval_mode(self.model), torch.no_grad():
                 self.outputs = self.model(input_tensor)
-            self.spikes = self._collect()
+            self.spikes = {n: torch.cat(rec, 0) for n, rec in self._collect().items()}  # chunks of long T
         finally:
             self.release()
         raw = {n: sam_maps(s, self.gamma, self.variant) for n, s in self.spikes.items()}
@@ -436,7 +436,7 @@ class GradCAM(_Explainer):
             with _eval_mode(self.model), torch.enable_grad():
                 x = input_tensor.detach().clone().requires_grad_(True)  # so the target layer is on the graph
                 outputs = self.model(x)
-                acts = self._collect()
+                acts = {n: rec[0] for n, rec in self._collect().items()}  # one call each with gradients on
                 score, self.classes = self._scores(outputs, targets)
                 grads = torch.autograd.grad(score, [acts[n] for n in self.layers], allow_unused=True)
         finally:
@@ -444,8 +444,9 @@ class GradCAM(_Explainer):
         self.outputs = outputs.detach()
         raw, raw_summed = {}, {}
         for name, g in zip(self.layers, grads):
-            a = acts[name].detach()
-            g = torch.zeros_like(a) if g is None else g.detach()
+            if g is None:
+                raise ConfigError(f"the class score does not depend on layer {name!r}; pick a layer before the output")
+            a, g = self._timed(name, acts[name].detach()), self._timed(name, g.detach())
             if a.dim() != 5:
                 raise ConfigError(f"Grad-CAM target {name!r} is not a convolutional layer (output {tuple(a.shape)})")
             alpha = g.sum(0).mean((2, 3))  # [B, C]
