@@ -1,4 +1,4 @@
-"""Command line: ``spikeforge run | eval | energy | models``.
+"""Command line: ``spikeforge run | eval | energy | explain | models``.
 
 Every user error (bad recipe, missing data, corrupt checkpoint) prints one line naming the problem and the fix and
 exits with status 2; no traceback.
@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .energy import add_energy_parser
 
     add_energy_parser(sub)
+    from .explain import add_explain_parser
+
+    add_explain_parser(sub)
 
     m = sub.add_parser("models", help="list the architectures")
     m.set_defaults(func=cmd_models)

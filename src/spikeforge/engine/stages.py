@@ -254,6 +254,8 @@ def run(recipe: Recipe, out_dir: Path, *, device: torch.device, data=None, progr
     _check_same_recipe(recipe, out_dir)
     if data is None:
         data = build_data(recipe.data, device=device, seed=recipe.seed)
+    if recipe.data.dataset == "imagefolder" and "num_classes" not in (recipe.source.get("model") or {}):
+        recipe.model.num_classes = data.num_classes  # discovered from the class folders
     summary = {"recipe": recipe.name, "stages": []}
     previous, previous_metrics = None, None
     done: dict[str, tuple[Path, dict]] = {}

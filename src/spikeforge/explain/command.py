@@ -17,8 +17,6 @@ import json
 import math
 from pathlib import Path
 
-import torch
-
 from ..errors import ConfigError
 from .maps import NORMALIZE, SAM, VARIANTS, GradCAM, default_layer, fgsm, pearson, resolve_layer
 
@@ -47,7 +45,8 @@ def add_explain_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--encoding", choices=("direct", "poisson"), help="SNN input encoding (default: the checkpoint's)")
     p.add_argument("--poisson-convention", choices=("half", "rate"), default="half",
                    help="with --encoding poisson: spike probability |x|/2 (half, SAM code) or |x| (rate)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Poisson input draws (same for clean and adversarial)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the Poisson input draws (the same for clean and adversarial images)")
     p.add_argument("--gamma", type=float, default=0.5, help="SAM decay gamma (default 0.5)")
     p.add_argument("--variant", choices=VARIANTS, default="paper",
                    help="SAM score: paper (strict past spikes, default) or reference (official code)")
@@ -199,6 +198,10 @@ def explain_cli(args) -> int:
     steps = model.timesteps if model.spiking else 1
     key = args.method if model.spiking else "gradcam"
     tag = f"{args.method}_{layer}" + (f"_T{steps}" + ("_poisson" if poisson else "") if model.spiking else "")
+    if args.normalize != "step":
+        tag += f"_{args.normalize}norm"
+    if args.attack:
+        tag += f"_{args.attack}{args.eps:g}"
     out = Path(args.out) if args.out else path.parent / "explain"
     out.mkdir(parents=True, exist_ok=True)
 

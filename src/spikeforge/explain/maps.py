@@ -29,6 +29,7 @@ in ``.raw[layer]`` (``[T, B, h, w]``) and ``.raw_summed[layer]`` (``[B, h, w]``)
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -413,14 +414,15 @@ class GradCAM(_Explainer):
     def _scores(self, outputs: torch.Tensor, targets) -> tuple[torch.Tensor, list[int] | None]:
         if targets is None:
             targets = outputs.argmax(-1)
-        if isinstance(targets, int):
-            targets = [targets] * outputs.shape[0]
+        if isinstance(targets, numbers.Integral):
+            targets = [int(targets)] * outputs.shape[0]
         if isinstance(targets, torch.Tensor):
             targets = targets.reshape(-1).tolist()
         targets = list(targets)
         if len(targets) != outputs.shape[0]:
             raise ConfigError(f"got {len(targets)} targets for a batch of {outputs.shape[0]} images")
-        if all(isinstance(t, int) for t in targets):
+        if all(isinstance(t, numbers.Integral) for t in targets):
+            targets = [int(t) for t in targets]
             idx = torch.tensor(targets, device=outputs.device)
             if idx.min() < 0 or idx.max() >= outputs.shape[-1]:
                 raise ConfigError(f"target classes must lie in [0, {outputs.shape[-1] - 1}], got {targets}")

@@ -13,7 +13,7 @@ def _figure(rows: int, cols: int, extra_h: float = 0.7):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(PANEL * cols, (PANEL + 0.45) * rows + extra_h), dpi=110)
+    fig = Figure(figsize=(PANEL * cols, (PANEL + 0.45) * rows + extra_h), dpi=90)
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
@@ -32,7 +32,7 @@ def _show(ax, x: torch.Tensor, heat: torch.Tensor | None = None, title: str = ""
     img, cmap = _image(x)
     ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     if heat is not None:
-        ax.imshow(heat.numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=vmax, interpolation="bilinear")
+        ax.imshow(heat.numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=vmax, interpolation="nearest")
     ax.set_title(title, fontsize=7)
 
 
