@@ -42,6 +42,7 @@ def summary_table(summary: dict) -> str:
 
 
 def cmd_run(args) -> int:
+    from .engine.distributed import setup as setup_distributed
     from .engine.stages import run
     from .recipe import load_recipe
 
@@ -49,11 +50,17 @@ def cmd_run(args) -> int:
     if args.data_dir:
         sets.append(f"data.data_dir={args.data_dir}")
     recipe = load_recipe(args.recipe, sets)
+    dinfo = setup_distributed()
     device = pick_device(args.device or recipe.device)
+    if dinfo.enabled and device.type == "cuda":
+        device = torch.device("cuda", dinfo.local_rank)
     out = Path(args.out or Path("runs") / recipe.name)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(f"spikeforge run {recipe.name} -> {out} on {device}")
+    if dinfo.is_main:
+        extra = f" ({dinfo.world_size} processes)" if dinfo.enabled else ""
+        print(f"spikeforge run {recipe.name} -> {out} on {device}{extra}")
     summary = run(recipe, out, device=device, progress=not args.quiet)
+    if not dinfo.is_main:
+        return 0
     print()
     print(summary_table(summary))
     try:

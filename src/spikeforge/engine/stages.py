@@ -23,6 +23,8 @@ from ..models import SNNConfig, TwinNet, build_model
 from ..monitor import SpikeMonitor
 from ..recipe import AnnStage, ConvertStage, Recipe, SnnStage, StageConfig
 from .checkpoint import MODEL_FILE, RESUME_FILE, atomic_write_json, load_checkpoint, save_checkpoint
+from .distributed import barrier, local_batch_size
+from .distributed import info as dist_info
 from .train import evaluate, fit, seed_everything
 
 METRICS_FILE = "metrics.json"
@@ -72,14 +74,16 @@ def _load_previous(ctx: Context, stage: StageConfig) -> tuple[TwinNet, dict]:
 
 
 def finish(stage: StageConfig, ctx: Context, model: TwinNet, metrics: dict) -> dict:
-    """Write the stage's ``model.pt`` then ``metrics.json`` (which marks the stage finished)."""
+    """Write the stage's ``model.pt`` then ``metrics.json`` (which marks the stage finished); rank 0 only."""
     metrics = {"stage": stage.name, "kind": metrics.pop("kind", stage.kind),
                "timesteps": model.timesteps if model.spiking else None, **metrics}
-    save_checkpoint(ctx.stage_dir / MODEL_FILE, model, _header(stage, ctx, {"metrics": _light(metrics)}))
-    atomic_write_json(ctx.stage_dir / METRICS_FILE, metrics)
-    resume = ctx.stage_dir / RESUME_FILE
-    if resume.exists():
-        resume.unlink()
+    if dist_info().is_main:
+        save_checkpoint(ctx.stage_dir / MODEL_FILE, model, _header(stage, ctx, {"metrics": _light(metrics)}))
+        atomic_write_json(ctx.stage_dir / METRICS_FILE, metrics)
+        resume = ctx.stage_dir / RESUME_FILE
+        if resume.exists():
+            resume.unlink()
+    barrier()
     return metrics
 
 
@@ -250,8 +254,15 @@ def run(recipe: Recipe, out_dir: Path, *, device: torch.device, data=None, progr
     from ..data import build_data
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_recipe(recipe, out_dir)
+    dinfo = dist_info()
+    if dinfo.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _check_same_recipe(recipe, out_dir)
+    barrier()
+    if data is None and dinfo.enabled:
+        local = dataclasses.replace(recipe.data, batch_size=local_batch_size(recipe.data.batch_size, dinfo.world_size))
+        data = build_data(local, device=device, seed=recipe.seed, rank=dinfo.rank, world_size=dinfo.world_size)
+        data.test = build_data(recipe.data, device=device, seed=recipe.seed).test  # whole test set, split by batch
     if data is None:
         data = build_data(recipe.data, device=device, seed=recipe.seed)
     if recipe.data.dataset == "imagefolder" and "num_classes" not in (recipe.source.get("model") or {}):
@@ -267,19 +278,21 @@ def run(recipe: Recipe, out_dir: Path, *, device: torch.device, data=None, progr
         sdir = out_dir / stage.name
         if stage_finished(sdir):
             metrics = json.loads((sdir / METRICS_FILE).read_text())
-            if progress:
+            if progress and dinfo.is_main:
                 tqdm.write(f"[{stage.name}] already finished (test acc {metrics.get('test_acc', float('nan')):.4f}); "
                            "skipping")
         else:
-            if progress:
+            if progress and dinfo.is_main:
                 tqdm.write(f"[{stage.name}] {stage.kind} stage"
                            + (" (resuming)" if (sdir / RESUME_FILE).exists() else ""))
             sdir.mkdir(parents=True, exist_ok=True)
-            ctx = Context(recipe, out_dir, sdir, index, previous, previous_metrics, data, device, progress)
+            ctx = Context(recipe, out_dir, sdir, index, previous, previous_metrics, data, device,
+                          progress and dinfo.is_main)
             seed_everything(recipe.seed, index, 10**6)  # model initialization is reproducible per stage
             metrics = RUNNERS[stage.kind](stage, ctx)
         summary["stages"].append(_light(metrics))
-        atomic_write_json(out_dir / "summary.json", summary)
+        if dinfo.is_main:
+            atomic_write_json(out_dir / "summary.json", summary)
         if on_stage_end:
             on_stage_end(metrics)
         previous, previous_metrics = sdir / MODEL_FILE, metrics

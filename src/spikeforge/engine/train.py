@@ -23,6 +23,8 @@ from ..errors import ConfigError
 from ..models import TwinNet
 from ..monitor import SpikeMonitor
 from .checkpoint import RESUME_FILE, load_raw, save_checkpoint
+from .distributed import all_reduce_sum, barrier, wrap
+from .distributed import info as dist_info
 
 GROUPS = ("weights", "threshold", "leak")
 
@@ -131,15 +133,21 @@ def evaluate(model: nn.Module, loader, device, *, max_batches: int | None = None
     loss_sum = 0.0
     mon = SpikeMonitor(model)
     n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
+    dinfo = dist_info()
     with mon:
         for i, (x, y) in enumerate(tqdm(loader, total=n_batches, desc=desc, disable=not progress, leave=False)):
             if i >= n_batches:
                 break
+            if i % dinfo.world_size != dinfo.rank:  # distributed: each rank takes every world_size-th batch
+                continue
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x)
             loss_sum += float(F.cross_entropy(out.float(), y, reduction="sum"))
             correct += int((out.argmax(1) == y).sum())
             total += int(y.numel())
+    if dinfo.enabled:
+        correct, total, loss_sum = all_reduce_sum([correct, total, loss_sum], device)
+        correct, total = int(correct), int(total)
     res = {"acc": correct / max(total, 1), "loss": loss_sum / max(total, 1), "samples": total}
     if mon.layers:
         res["spike_rate"] = {**mon.rates(), "mean": mon.mean_rate()}
@@ -189,6 +197,8 @@ def fit(
         opt.load_state_dict(ts["optimizer"])
         sched.load_state_dict(ts["scheduler"])
         start, history, seconds = int(ts["epoch"]), list(ts["history"]), float(ts["seconds"])
+    net = wrap(model, device)  # DistributedDataParallel under torchrun, else the model
+    dinfo = dist_info()
     for epoch in range(start, epochs):
         t0 = time.time()
         seed_everything(seed, stage_index, epoch)
@@ -204,7 +214,7 @@ def fit(
                     break
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with _autocast(device, amp):
-                    out = model(x)
+                    out = net(x)
                     loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, batch {i + 1}; "
@@ -235,13 +245,18 @@ def fit(
             rec["train_spike_rate"] = mon.mean_rate()
             rec["test_spike_rate"] = ev["spike_rate"]["mean"]
         history.append(rec)
+        if dinfo.enabled:  # report the global training loss and accuracy
+            loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], device)
+            rec.update(train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1))
         if progress:
             extra = f", spikes/neuron {rec['test_spike_rate']:.3f}" if mon.layers else ""
             tqdm.write(f"  [{desc}] epoch {epoch + 1}/{epochs}: loss {rec['train_loss']:.4f}, "
                        f"train acc {rec['train_acc']:.4f}, test acc {ev['acc']:.4f}{extra} ({seconds:.0f} s)")
         train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
                        "history": history, "seconds": seconds}
-        save_checkpoint(resume, model, header, train_state)
+        if dinfo.is_main:
+            save_checkpoint(resume, model, header, train_state)
+        barrier()
         if on_epoch_end:
             on_epoch_end(epoch, rec)
     if ev is None:  # resumed after the last epoch had already been saved
