@@ -1,4 +1,4 @@
-"""Command line: ``spikeforge run | eval | energy | explain | models``.
+"""Command line: ``spikeforge run | eval | energy | explain | export | models``.
 
 Every user error (bad recipe, missing data, corrupt checkpoint) prints one line naming the problem and the fix and
 exits with status 2; no traceback.
@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .explain import add_explain_parser
 
     add_explain_parser(sub)
+    from .export import add_export_parser
+
+    add_export_parser(sub)
 
     m = sub.add_parser("models", help="list the architectures")
     m.set_defaults(func=cmd_models)
