@@ -256,3 +256,18 @@ def test_different_recipe_in_same_directory_is_refused(tiny_run):
     with pytest.raises(ConfigError, match="different recipe"):
         run(parse_recipe(tiny(model={"arch": "vgg5", "width": 0.25, "hidden": [64]})), out,
             device=torch.device("cpu"), progress=False)
+
+
+def test_rebalance_ablation_recomputes_thresholds(tiny_run, tmp_path):
+    """The marked ablation re-runs balancing at the new T instead of inheriting the previous thresholds."""
+    out, _ = tiny_run
+    raw = tiny(stages=[{"name": "ann", "kind": "ann", "epochs": 1, "max_batches": 4},
+                       {"name": "rb", "kind": "snn", "timesteps": 2, "epochs": 1, "max_batches": 1,
+                        "rebalance": {"percentile": 90, "sim_timesteps": 4}}])
+    summary = run(parse_recipe(raw), tmp_path / "rb", device=torch.device("cpu"), progress=False)
+    m = json.loads((tmp_path / "rb" / "rb" / "metrics.json").read_text())
+    assert m["rebalanced"]["percentile"] == 90
+    assert m["initial"]["thresholds"] != pytest.approx([1.0] * len(m["initial"]["thresholds"]))
+    assert summary["stages"][-1]["timesteps"] == 2
+    with pytest.raises(ConfigError, match="rebalance: unknown key"):
+        parse_recipe(tiny(stages=[{"name": "rb", "kind": "snn", "timesteps": 2, "rebalance": {"percentil": 90}}]))

@@ -131,6 +131,8 @@ class IirStage(SnnStage):
     lr: Any = 1e-4
 
 
+REBALANCE_KEYS = {"percentile", "sim_timesteps", "scaling", "calib_batch_size"}
+
 STAGE_KINDS: dict[str, type[StageConfig]] = {"ann": AnnStage, "convert": ConvertStage, "snn": SnnStage,
                                              "iir": IirStage}
 
@@ -214,6 +216,10 @@ def parse_stage(raw: Any, index: int) -> list[StageConfig]:
             _positive(f"{where}.eval_timesteps[]", t)
     if isinstance(st, SnnStage) and st.init not in ("previous", "scratch"):
         raise ConfigError(f"{where}.init must be 'previous' or 'scratch', got {st.init!r}")
+    if isinstance(st, SnnStage) and st.rebalance is not None:
+        unknown = sorted(set(st.rebalance) - REBALANCE_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}.rebalance: unknown key(s) {unknown}; allowed: {sorted(REBALANCE_KEYS)}")
     if isinstance(st, (SnnStage, ConvertStage)) and st.snn:
         try:
             SNNConfig().updated(**{k: v for k, v in st.snn.items() if k != "timesteps"})
