@@ -272,11 +272,16 @@ def test_robustness_white_box_black_box_and_noise():
     assert set(res["models"]) == {"target", "source"} and set(res["black_box"]) == {"0.05", "0.2"}
     for m in res["models"].values():
         assert 0 <= m["clean"] <= 1 and set(m["white_box"]) == {"0.05", "0.2"} and set(m["noise"]) == {"0.1"}
-    assert res["models"]["target"]["model"].startswith("SNN T=2, direct, LIF leak 0.90")
+    assert res["models"]["target"]["model"] == "SNN T=2, direct, LIF leak 0.9"
     assert res["models"]["source"]["model"] == "ANN"
     again = robustness(target, loader, attack="pgd", eps=[0.05, 0.2], source=source, noise=[0.1], steps=2)
     assert {k: v for k, v in again["models"]["target"].items() if k != "seconds_crafting"} == \
         {k: v for k, v in res["models"]["target"].items() if k != "seconds_crafting"}
+    pois = snn(4, 0.9, encoding="poisson")  # stochastic forward: the seed covers the evaluation draws too
+    r1, r2 = (robustness(pois, loader, attack="fgsm", eps=[0.1], noise=[0.2])["models"]["target"] for _ in range(2))
+    assert [r1[k] for k in ("clean", "white_box", "noise")] == [r2[k] for k in ("clean", "white_box", "noise")]
+    with pytest.raises(ConfigError, match="unknown attack"):
+        robustness(target, loader, attack="cw", eps=[0.1])
     text = robustness_table(res)
     assert "black-box" in text and "noise sigma" in text and "clean" in text
     json.dumps(res)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import time
 from fractions import Fraction
@@ -71,6 +70,7 @@ __all__ = [
     "input_gradient",
     "make_attack",
     "parse_values",
+    "plot_robustness",
     "robustness",
     "robustness_table",
 ]
@@ -189,6 +189,22 @@ def _sharmin_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, t
 
 # ---------------------------------------------------------------------------------------------------------------
 # attacks
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device):
+    """Run the block with the global generator(s) of ``device`` seeded, then put the caller's state back."""
+    if seed is None:
+        yield
+        return
+    device = torch.device(device)
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 def _check_fraction(name: str, value, *, low: float = 0.0, high: float = 1.0, open_low: bool = False) -> float:
@@ -325,18 +341,8 @@ class Attack:
                               f"[{float(images.min()):.3g}, {float(images.max()):.3g}]")
         return images.detach(), labels.long()
 
-    @contextlib.contextmanager
     def _random_state(self, device: torch.device):
-        if self.seed is None:
-            yield
-            return
-        cuda = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.random.default_generator.manual_seed(self.seed)
-            if cuda:
-                with torch.cuda.device(device):
-                    torch.cuda.manual_seed(self.seed)
-            yield
+        return _seeded(self.seed, device)
 
     @contextlib.contextmanager
     def _crafting(self):
@@ -570,6 +576,8 @@ def robustness(target: nn.Module, loader, *, attack: str = "pgd", eps: Sequence[
         return make_attack(attack, model, e, alpha=alpha, steps=steps, eot_iter=eot_iter, random_start=random_start,
                            surrogate=sur, grad_estimator=grad_estimator, seed=batch_seed)
 
+    cfg = make_attack(attack, target, eps[0] if eps else 8 / 255, alpha=alpha, steps=steps, eot_iter=eot_iter,
+                      random_start=random_start, grad_estimator=grad_estimator).config()  # validates the settings
     counts = {name: {"clean": 0, "white_box": [0] * len(eps), "noise": [0] * len(noise)} for name in models}
     black = [0] * len(eps)
     total = 0
@@ -585,24 +593,23 @@ def robustness(target: nn.Module, loader, *, attack: str = "pgd", eps: Sequence[
             x, y = x.to(device), y.to(device)
         batch_seed = None if seed is None else seed + b
         total += int(y.numel())
-        for name, model in models.items():
-            counts[name]["clean"] += _correct(model, x, y)
-        for i, e in enumerate(eps):
+        with _seeded(None if seed is None else seed + 104729 * (b + 1), x.device):  # Poisson evaluation draws
             for name, model in models.items():
-                t0 = time.perf_counter()
-                adv = attack_on(model, e, batch_seed)(x, y)
-                seconds[name] += time.perf_counter() - t0
-                counts[name]["white_box"][i] += _correct(model, adv, y)
-                if name == "source":
-                    black[i] += _correct(target, adv, y)
-        for j, s in enumerate(noise):
-            noisy = GaussianNoise(target, std=s, seed=None if seed is None else seed + 7919 * (b + 1))(x, y)
-            for name, model in models.items():
-                counts[name]["noise"][j] += _correct(model, noisy, y)
+                counts[name]["clean"] += _correct(model, x, y)
+            for i, e in enumerate(eps):
+                for name, model in models.items():
+                    t0 = time.perf_counter()
+                    adv = attack_on(model, e, batch_seed)(x, y)
+                    seconds[name] += time.perf_counter() - t0
+                    counts[name]["white_box"][i] += _correct(model, adv, y)
+                    if name == "source":
+                        black[i] += _correct(target, adv, y)
+            for j, s in enumerate(noise):
+                noisy = GaussianNoise(target, std=s, seed=None if seed is None else seed + 7919 * (b + 1))(x, y)
+                for name, model in models.items():
+                    counts[name]["noise"][j] += _correct(model, noisy, y)
     if total == 0:
         raise ConfigError("the loader yielded no images; check --batches and the dataset")
-    cfg = make_attack(attack, target, eps[0] if eps else 8 / 255, alpha=alpha, steps=steps, eot_iter=eot_iter,
-                      random_start=random_start, grad_estimator=grad_estimator).config()
     cfg.pop("eps", None)
     cfg.pop("mode", None)
     if attack != "fgsm":
@@ -626,7 +633,7 @@ def robustness(target: nn.Module, loader, *, attack: str = "pgd", eps: Sequence[
 
 def _fmt_eps(e: float) -> str:
     k = e * 255
-    if e > 0 and abs(k - round(k)) < 1e-6 and round(k) <= 16:  # CIFAR-style budgets; 0.2 stays 0.2
+    if e > 0 and abs(k - round(k)) < 1e-3 and round(k) <= 16:  # CIFAR-style budgets; 0.2 stays 0.2
         return f"{round(k)}/255"
     return f"{e:g}"
 

@@ -141,6 +141,53 @@ class _Stop(Exception):
     pass
 
 
+def _bias_sources(snn: TwinNet) -> list[tuple[nn.Module, int | None]]:
+    """Every conv/linear layer with a bias, paired with the index of the neuron layer whose spikes it receives
+    (None: the encoded input). Forward order is module order, except that a residual block's shortcut reads the
+    block's input."""
+    neurons = snn.neurons()
+    index = {id(n): i for i, n in enumerate(neurons)}
+    pairs: list[tuple[nn.Module, int | None]] = []
+    last: int | None = None
+    block_input: dict[int, int | None] = {}
+    for name, m in snn.named_modules():
+        if hasattr(m, "shortcut") and hasattr(m, "act2"):
+            block_input[id(m.shortcut)] = last
+        if id(m) in index:
+            last = index[id(m)]
+        elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+            src = last
+            for sc_id, inp in block_input.items():
+                sc = next(mm for mm in snn.modules() if id(mm) == sc_id)
+                if any(mm is m for mm in sc.modules()):
+                    src = inp
+            pairs.append((m, src))
+    return pairs
+
+
+def _feeding_sources(snn: TwinNet) -> list[int | None]:
+    """For each neuron layer, the neuron layer whose spikes reach it through its main path (None: the input)."""
+    neurons = snn.neurons()
+    index = {id(n): i for i, n in enumerate(neurons)}
+    out: list[int | None] = []
+    last: int | None = None
+    for m in snn.modules():
+        if id(m) in index:
+            out.append(last)
+            last = index[id(m)]
+    return out
+
+
+def _rescale_biases(pairs, originals, scales: list[float | None]) -> None:
+    """``b_l = b_l(ANN) / Lambda_src``: a layer fed by spikes of rate a / Lambda gets its bias divided by Lambda, so
+    its current stays proportional to the ANN's pre-activation (weights are left unchanged, as in threshold
+    balancing). ``scales[i]`` is Lambda of neuron layer i (None: not known yet)."""
+    for (layer, src), b0 in zip(pairs, originals):
+        lam = 1.0 if src is None else scales[src]
+        if lam is not None:
+            layer.bias.copy_(b0 / lam)
+
+
 def percentile_value(x: torch.Tensor, q: float, dim: int | None = None) -> torch.Tensor:
     """``q``-th percentile as the ``k``-th smallest value, ``k = 1 + round(q/100 * (n-1))`` (q = 100: the max)."""
     if dim is None:
@@ -162,10 +209,13 @@ def balance_thresholds(
     scaling: float = 1.0,
     chunk: int = 16,
     progress: bool = True,
+    rescale_bias: bool = True,
 ) -> list[float]:
     """Set every neuron layer's threshold by layer-wise balancing on the calibration images ``calib`` (in [0, 1]).
 
     Returns the thresholds (layer means). Leaks are held at 1.0 during the search and restored afterwards.
+    With ``rescale_bias`` (for a network fresh from :func:`ann_to_snn`), layer biases are taken as the ANN's and
+    divided by the rate scale of their input; pass False for a network whose biases were already trained as an SNN.
     """
     if not snn.spiking:
         raise ConversionError("balance_thresholds needs an SNN twin (create_model(..., spiking=True))")
@@ -179,9 +229,16 @@ def balance_thresholds(
     for n in neurons:
         n.leak.fill_(1.0)
     x = snn.normalize(calib)
+    # With biases (e.g. BatchNorm folded into the convs), each layer's bias is divided by the rate scale Lambda of
+    # its input (Lambda_l = Lambda_src(l) * V_th,l), so currents stay proportional to the ANN's pre-activations.
+    pairs = _bias_sources(snn) if rescale_bias else []
+    originals = [layer.bias.detach().clone() for layer, _ in pairs]
+    feeding = _feeding_sources(snn)
+    scales: list[float | None] = [None] * len(neurons)
     bar = tqdm(neurons, desc="threshold balancing", disable=not progress, leave=False)
     try:
-        for layer in bar:
+        for li, layer in enumerate(bar):
+            _rescale_biases(pairs, originals, scales)
             best: torch.Tensor | None = None
 
             def hook(module, inputs, layer=layer):
@@ -211,9 +268,16 @@ def balance_thresholds(
                 handle.remove()
             value = torch.where(best > 0, best, torch.full_like(best, 0.1))
             layer.threshold.copy_(value.to(layer.threshold.dtype).view_as(layer.threshold))
+            src = feeding[li]
+            scales[li] = (1.0 if src is None else scales[src]) * float(value.mean())
             bar.set_postfix(threshold=f"{float(value.mean()):.4g}")
         for layer in neurons:
             layer.threshold.mul_(scaling)
+        final = [None] * len(neurons)
+        for li, layer in enumerate(neurons):  # the scaling compounds through the layers, like the rates
+            src = feeding[li]
+            final[li] = (1.0 if src is None else final[src]) * float(layer.threshold.detach().mean())
+        _rescale_biases(pairs, originals, final)
     finally:
         for n, lk in zip(neurons, old_leaks):
             n.leak.copy_(lk)

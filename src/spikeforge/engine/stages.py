@@ -214,7 +214,7 @@ def run_snn(stage: SnnStage, ctx: Context) -> dict:
         calib = ctx.data.calibration_batch(rb.get("calib_batch_size")).to(ctx.device)
         ctx.log(f"  [{stage.name}] ABLATION: re-balancing thresholds at T={model.timesteps} (not in the reference code)")
         balance_thresholds(model, calib, timesteps=rb["sim_timesteps"], percentile=rb["percentile"],
-                           scaling=rb["scaling"], progress=ctx.progress)
+                           scaling=rb["scaling"], progress=ctx.progress, rescale_bias=False)
         extra["rebalanced"] = rb
     start = {"thresholds": model.thresholds(), "leaks": model.leaks()}  # what training starts from
     header = _header(stage, ctx)
