@@ -19,14 +19,6 @@ TINY = dict(num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[3
 HAS_MNIST = os.path.isdir(os.path.join(os.environ.get("SPIKEFORGE_DATA", ""), "mnist"))
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(old, 2))
-    yield
-    torch.set_num_threads(old)
-
-
 def ann(seed=0, **kw):
     torch.manual_seed(seed)
     return create_model("vgg4", **{**TINY, **kw}).eval()

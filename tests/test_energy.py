@@ -62,14 +62,6 @@ REFERENCE = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(old, 2))
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("key", list(REFERENCE))
 def test_reference_mac_counts(key):
     arch, kw, total, tol, first, tol1 = REFERENCE[key]

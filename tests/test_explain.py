@@ -32,14 +32,6 @@ TINY_RES = dict(num_classes=10, in_channels=3, input_size=16, width=0.0625)
 HAS_MNIST = os.path.isdir(os.path.join(os.environ.get("SPIKEFORGE_DATA", ""), "mnist"))
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(old, 2))
-    yield
-    torch.set_num_threads(old)
-
-
 def _snn(arch="vgg4", steps=4, **kw):
     torch.manual_seed(0)
     base = TINY if arch.startswith("vgg") else TINY_RES

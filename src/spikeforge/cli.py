@@ -1,4 +1,4 @@
-"""Command line: ``spikeforge run | eval | energy | explain | export | models``.
+"""Command line: ``spikeforge run | eval | energy | attack | explain | export | models``.
 
 Every user error (bad recipe, missing data, corrupt checkpoint) prints one line naming the problem and the fix and
 exits with status 2; no traceback.
@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .energy import add_energy_parser
 
     add_energy_parser(sub)
+    from .attacks import add_attack_parser
+
+    add_attack_parser(sub)
     from .explain import add_explain_parser
 
     add_explain_parser(sub)
