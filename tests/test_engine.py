@@ -271,3 +271,27 @@ def test_rebalance_ablation_recomputes_thresholds(tiny_run, tmp_path):
     assert summary["stages"][-1]["timesteps"] == 2
     with pytest.raises(ConfigError, match="rebalance: unknown key"):
         parse_recipe(tiny(stages=[{"name": "rb", "kind": "snn", "timesteps": 2, "rebalance": {"percentil": 90}}]))
+
+
+def test_attack_stage_white_and_black_box(tiny_run, tmp_path):
+    """An ``attack`` stage evaluates the previous (or ``source``) model, optionally as a variant (T, encoding,
+    leak) without retraining, with black-box examples crafted on another stage's model."""
+    raw = tiny(stages=[*TINY["stages"],
+                       {"name": "rob", "kind": "attack", "source": "diet", "attack": "pgd", "eps": ["8/255", 0.1],
+                        "steps": 2, "black_box": "ann", "noise": [0.2], "batches": 1,
+                        "snn": {"leak": 0.9, "timesteps": 2, "encoding": "poisson"}}])
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run[0], out)  # reuse the trained stages; only the attack stage runs
+    summary = run(parse_recipe(raw), out, device=torch.device("cpu"), progress=False)
+    m = json.loads((out / "rob" / "metrics.json").read_text())
+    assert m["kind"] == "attack" and m["timesteps"] == 2 and "poisson" in m["model"]
+    res = m["robustness"]
+    assert res["eps"] == pytest.approx([8 / 255, 0.1]) and set(res["models"]) == {"target", "source"}
+    assert len(res["black_box"]) == 2 and (out / "rob" / "robustness.png").is_file()
+    assert summary["stages"][-1]["stage"] == "rob"
+    with pytest.raises(ConfigError, match="black_box must name an earlier stage"):
+        parse_recipe(tiny(stages=[{"name": "rob", "kind": "attack", "black_box": "later"}]))
+    with pytest.raises(ConfigError, match="eps"):
+        parse_recipe(tiny(stages=[{"name": "a", "kind": "ann"}, {"name": "rob", "kind": "attack", "eps": ["8/0"]}]))

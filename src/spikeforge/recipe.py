@@ -131,10 +131,35 @@ class IirStage(SnnStage):
     lr: Any = 1e-4
 
 
+@dataclass
+class AttackStage(StageConfig):
+    """Robustness of the previous (or ``source``) stage's model (Sharmin et al.; see :mod:`spikeforge.attacks`).
+
+    ``attack``: fgsm, pgd or eotpgd; ``eps``: list of values (numbers or "8/255" strings); ``black_box``: name of an
+    earlier stage whose model crafts transfer attacks; ``noise``: Gaussian sigmas; ``snn``: evaluate a variant of an
+    SNN without retraining (``timesteps``, ``encoding``, ``poisson_convention``, ``poisson_rate``, ``leak``: every
+    layer's leak set to this value); ``batches``: test batches used (None: the whole test set).
+    """
+
+    attack: str = "pgd"
+    eps: list = field(default_factory=lambda: ["2/255", "4/255", "8/255"])
+    steps: int = 7
+    alpha: float | None = None
+    eot_iter: int = 4
+    noise: list = field(default_factory=list)
+    black_box: str | None = None
+    grad_estimator: str = "auto"
+    surrogate: Any = None
+    snn: dict = field(default_factory=dict)
+    batches: int | None = None
+
+
+ATTACK_SNN_KEYS = {"timesteps", "encoding", "poisson_convention", "poisson_rate", "leak"}
+
 REBALANCE_KEYS = {"percentile", "sim_timesteps", "scaling", "calib_batch_size"}
 
 STAGE_KINDS: dict[str, type[StageConfig]] = {"ann": AnnStage, "convert": ConvertStage, "snn": SnnStage,
-                                             "iir": IirStage}
+                                             "iir": IirStage, "attack": AttackStage}
 
 
 def register_stage_kind(kind: str, config_cls: type[StageConfig]) -> None:
@@ -216,6 +241,8 @@ def parse_stage(raw: Any, index: int) -> list[StageConfig]:
             _positive(f"{where}.eval_timesteps[]", t)
     if isinstance(st, SnnStage) and st.init not in ("previous", "scratch"):
         raise ConfigError(f"{where}.init must be 'previous' or 'scratch', got {st.init!r}")
+    if isinstance(st, AttackStage):
+        _check_attack_stage(st, where)
     if isinstance(st, SnnStage) and st.rebalance is not None:
         unknown = sorted(set(st.rebalance) - REBALANCE_KEYS)
         if unknown:
@@ -233,6 +260,26 @@ def parse_stage(raw: Any, index: int) -> list[StageConfig]:
     if kind != "iir":
         return [st]
     return _expand_iir(st, where)
+
+
+def _check_attack_stage(st: AttackStage, where: str) -> None:
+    from .attacks import parse_values
+
+    if st.attack not in ("fgsm", "pgd", "eotpgd"):
+        raise ConfigError(f"{where}.attack must be fgsm, pgd or eotpgd, got {st.attack!r}")
+    if st.grad_estimator not in ("auto", "bptt", "sharmin"):
+        raise ConfigError(f"{where}.grad_estimator must be auto, bptt or sharmin, got {st.grad_estimator!r}")
+    try:
+        st.eps = parse_values(",".join(str(e) for e in st.eps), f"{where}.eps") if st.eps else []
+        st.noise = parse_values(",".join(str(e) for e in st.noise), f"{where}.noise", high=10.0) if st.noise else []
+    except ConfigError:
+        raise
+    unknown = sorted(set(st.snn) - ATTACK_SNN_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}.snn: unknown key(s) {unknown}; allowed: {sorted(ATTACK_SNN_KEYS)}")
+    for key in ("steps", "eot_iter"):
+        _positive(f"{where}.{key}", getattr(st, key), allow_none=False)
+    _positive(f"{where}.batches", st.batches)
 
 
 def _expand_iir(st: IirStage, where: str) -> list[StageConfig]:
@@ -368,6 +415,9 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
     if dup:
         raise ConfigError(f"stage names must be unique; repeated: {dup}")
     for i, st in enumerate(stages):
+        bb = getattr(st, "black_box", None)
+        if bb is not None and bb not in names[:i]:
+            raise ConfigError(f"stages.{st.name}.black_box must name an earlier stage; got {bb!r}")
         if st.source is not None and st.source not in names[:i]:
             raise ConfigError(f"stages.{st.name}.source must name an earlier stage; got {st.source!r} "
                               f"(earlier stages: {names[:i]})")

@@ -241,6 +241,45 @@ def _energy_batches(stage, steps: int = 1) -> int:
     return min(stage.eval_batches or 2, 2 if steps <= 32 else 1)
 
 
+@register_runner("attack")
+def run_attack(stage, ctx: Context) -> dict:
+    """White-box (and black-box, noise) robustness of the input model; writes a table, JSON and a plot."""
+    from ..attacks import describe_model, plot_robustness, robustness, robustness_table
+
+    t0 = time.time()
+    model, head = _load_previous(ctx, stage)
+    if stage.snn:
+        if not model.spiking:
+            raise ConfigError(f"stages.{stage.name}.snn applies to SNNs, but the input model is an ANN")
+        over = dict(stage.snn)
+        leak = over.pop("leak", None)
+        if "encoding" in over or "poisson_convention" in over or "poisson_rate" in over:
+            model.set_encoding(over.pop("encoding", model.snn.encoding),
+                               **{k: over.pop(k) for k in ("poisson_convention", "poisson_rate") if k in over})
+        if "timesteps" in over:
+            model.timesteps = over.pop("timesteps")
+        if leak is not None:
+            with torch.no_grad():
+                for n in model.neurons():
+                    n.leak.fill_(float(leak))
+    source = None
+    if stage.black_box:
+        source, _ = load_checkpoint(ctx.out_dir / stage.black_box / MODEL_FILE)
+        source.to(ctx.device)
+    model.to(ctx.device)
+    res = robustness(model, ctx.data.test, attack=stage.attack, eps=stage.eps, source=source, noise=stage.noise,
+                     max_batches=stage.batches, alpha=stage.alpha, steps=stage.steps, eot_iter=stage.eot_iter,
+                     surrogate=stage.surrogate, grad_estimator=stage.grad_estimator, seed=ctx.recipe.seed,
+                     device=ctx.device, progress=ctx.progress)
+    if dist_info().is_main:
+        (ctx.stage_dir / "robustness.txt").write_text(robustness_table(res) + "\n")
+        plot_robustness(res, ctx.stage_dir / "robustness.png")
+    ctx.log(robustness_table(res))
+    return finish(stage, ctx, model, {"kind": "attack", "test_acc": res["models"]["target"]["clean"],
+                                      "model": describe_model(model), "epochs": 0, "seconds": time.time() - t0,
+                                      "robustness": res})
+
+
 def stage_finished(stage_dir: Path) -> bool:
     return (stage_dir / METRICS_FILE).is_file() and (stage_dir / MODEL_FILE).is_file()
 
