@@ -30,7 +30,7 @@ def cpu_kernel():
 
             src = (Path(__file__).with_name("neuron_cpu.cpp")).read_text()
             module = load_inline(
-                name="spikeforge_neuron_cpu_v1",
+                name="spikeforge_neuron_cpu_v2",
                 cpp_sources=[src],
                 functions=["neuron_forward", "neuron_backward"],
                 extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp"],

@@ -34,6 +34,21 @@ inline T surrogate_grad(int code, T z, T dt, T p1, T p2) {
   }
 }
 
+// Threshold and leak of elements begin..begin+len (channel (i / inner) % C), without a division per element.
+template <typename T>
+inline void fill_params(const T* thr, const T* lk, int64_t C, int64_t inner, int64_t begin, int64_t len, T* th,
+                        T* lam) {
+  int64_t c = (begin / inner) % C, r = begin % inner;
+  for (int64_t j = 0; j < len; ++j) {
+    th[j] = thr[c];
+    lam[j] = lk[c];
+    if (++r == inner) {
+      r = 0;
+      if (++c == C) c = 0;
+    }
+  }
+}
+
 // currents: [T, N] with time stride `cur_stride` (0 for a current repeated over time); thr/leak: [C]; element i has
 // channel (i / inner) % C.  Writes spikes [T, N] and, if keep_pre, the pre-fire potentials [T, N]; returns U[T-1].
 template <typename T>
@@ -42,39 +57,48 @@ void forward_impl(const T* cur, int64_t cur_stride, const T* thr, const T* lk, i
   at::parallel_for(0, n, kBlock, [&](int64_t begin, int64_t end) {
     const int64_t len = end - begin;
     std::vector<T> u(len), th(len), lam(len);
-    for (int64_t j = 0; j < len; ++j) {
-      const int64_t c = ((begin + j) / inner) % C;
-      th[j] = thr[c];
-      lam[j] = lk[c];
-      u[j] = u0 ? u0[begin + j] : T(0);
-    }
+    fill_params(thr, lk, C, inner, begin, len, th.data(), lam.data());
+    for (int64_t j = 0; j < len; ++j) u[j] = u0 ? u0[begin + j] : T(0);
     for (int64_t t = 0; t < steps; ++t) {
       const T* I = cur + t * cur_stride + begin;
       T* S = spk + t * n + begin;
       T* P = pre ? pre + t * n + begin : nullptr;
-      for (int64_t j = 0; j < len; ++j) {
-        T p;
-        if (integrate_first) {
-          T lu = lam[j] * u[j];
-          p = lu + I[j];
-        } else {
-          p = u[j];
+      T* U = u.data();
+      const T* TH = th.data();
+      const T* LM = lam.data();
+      if (integrate_first && soft) {
+        for (int64_t j = 0; j < len; ++j) {
+          T lu = LM[j] * U[j];
+          T p = lu + I[j];
+          T s = p >= TH[j] ? T(1) : T(0);
+          U[j] = p - TH[j] * s;
+          S[j] = s;
+          if (P) P[j] = p;
         }
-        const T s = p >= th[j] ? T(1) : T(0);
-        if (integrate_first) {
-          u[j] = soft ? p - th[j] * s : p * (T(1) - s);
-        } else {
-          T lu = lam[j] * u[j];
+      } else if (integrate_first) {
+        for (int64_t j = 0; j < len; ++j) {
+          T lu = LM[j] * U[j];
+          T p = lu + I[j];
+          T s = p >= TH[j] ? T(1) : T(0);
+          U[j] = p * (T(1) - s);
+          S[j] = s;
+          if (P) P[j] = p;
+        }
+      } else {
+        for (int64_t j = 0; j < len; ++j) {
+          T p = U[j];
+          T s = p >= TH[j] ? T(1) : T(0);
+          T lu = LM[j] * U[j];
           if (soft) {
             T a = lu + I[j];
-            u[j] = a - th[j] * s;
+            U[j] = a - TH[j] * s;
           } else {
             T b = lu * (T(1) - s);
-            u[j] = b + I[j];
+            U[j] = b + I[j];
           }
+          S[j] = s;
+          if (P) P[j] = p;
         }
-        S[j] = s;
-        if (P) P[j] = p;
       }
     }
     for (int64_t j = 0; j < len; ++j) u_out[begin + j] = u[j];
@@ -91,11 +115,7 @@ void backward_impl(const T* gs, const T* pre, const T* thr, const T* lk, int64_t
     const int64_t len = end - begin;
     std::vector<T> th(len), lam(len), q(len, T(0)), acc_th(len, T(0)), acc_lk(len, T(0));
     std::vector<T> dt;
-    for (int64_t j = 0; j < len; ++j) {
-      const int64_t c = ((begin + j) / inner) % C;
-      th[j] = thr[c];
-      lam[j] = lk[c];
-    }
+    fill_params(thr, lk, C, inner, begin, len, th.data(), lam.data());
     if (stdb) {  // time since the previous spike, for every step (forward sweep)
       dt.assign(steps * len, T(0));
       std::vector<T> last(len, T(kNever));
