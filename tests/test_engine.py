@@ -232,6 +232,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "epochz" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert main(["eval", str(tmp_path / "nothing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nothing.pt"), "--timesteps", "0"]) == 2
+    assert "--timesteps must be positive" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     r = tiny(data={"dataset": "mnist", "data_dir": str(empty), "download": False})

@@ -80,6 +80,10 @@ def cmd_eval(args) -> int:
     from .engine.stages import accuracy_over_time
     from .engine.train import evaluate
 
+    if args.timesteps and min(args.timesteps) < 1:
+        raise ConfigError(f"--timesteps must be positive integers, got {args.timesteps}")
+    if args.batches is not None and args.batches < 1:
+        raise ConfigError(f"--batches must be a positive integer, got {args.batches}")
     path = resolve_checkpoint(args.checkpoint)
     model, head = load_checkpoint(path)
     device = pick_device(args.device)
