@@ -16,6 +16,25 @@ from spikeforge.recipe import load_recipe
 REPO = Path(__file__).resolve().parents[1]
 PAPER = ["cifar10-vgg16-hybrid", "cifar10-vgg16-diet", "cifar10-vgg16-iir", "cifar100-vgg16-iir",
          "cifar10-resnet20-diet", "imagenet-vgg16-iir"]
+BNTT = ["cifar10-vgg9-bntt", "cifar100-vgg11-bntt", "tinyimagenet-vgg11-bntt"]
+
+
+@pytest.mark.parametrize("name", BNTT)
+def test_bntt_paper_models_build(name):
+    from spikeforge.bntt import bntt_layers
+
+    r = load_recipe(REPO / "recipes" / f"{name}.yaml")
+    st = r.stages[0]
+    snn = build_model(r.model, r.snn.updated(**{**st.snn, "timesteps": st.timesteps})).eval()
+    assert snn.spec.bntt and snn.snn.encoding == "poisson" and snn.snn.poisson_convention == "half"
+    assert snn.snn.readout == "mean" and snn.snn.threshold == 1.0 and snn.snn.leak in (0.95, 0.99)
+    layers = bntt_layers(snn)
+    assert all(b.timesteps == st.timesteps and b.bias is None for b in layers)
+    assert st.optimizer == "sgd" and st.lr == 0.3 and st.milestones == [0.5, 0.7, 0.9] and st.epochs == 100
+    snn.timesteps = 2  # a short forward at the full input size
+    x = torch.rand(1, 3, r.model.input_size, r.model.input_size)
+    with torch.no_grad():
+        assert snn(x).shape == (1, r.model.num_classes)
 
 
 @pytest.mark.parametrize("name", PAPER)
@@ -72,18 +91,18 @@ def _tiny(raw_stages: list) -> list[str]:
     for st in raw_stages:
         n = st["name"]
         kind = st["kind"]
-        if kind in ("ann", "snn", "iir"):
+        if kind in ("ann", "snn", "iir", "bntt"):
             sets += [f"stages.{n}.epochs=1", f"stages.{n}.max_batches=1"]
         if kind == "convert":
             sets += [f"stages.{n}.sim_timesteps=3", f"stages.{n}.eval_timesteps=[2]", f"stages.{n}.timesteps=2"]
-        if kind == "snn":
+        if kind in ("snn", "bntt"):
             sets.append(f"stages.{n}.timesteps=2")
         if kind == "iir":
             sets.append(f"stages.{n}.timesteps=[1]")
     return sets
 
 
-@pytest.mark.parametrize("name", PAPER)
+@pytest.mark.parametrize("name", PAPER + BNTT)
 def test_paper_recipes_run_a_few_steps_on_synthetic_files(name, tmp_path):
     import yaml
 

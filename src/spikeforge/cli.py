@@ -95,6 +95,10 @@ def cmd_eval(args) -> int:
                       device=device)
     model.to(device)
     result: dict = {"checkpoint": str(path), "dataset": dataset}
+    if args.early_exit is not None:
+        steps = _early_exit_steps(model, head, args.early_exit)
+        result["exit_time"] = steps[0]
+        args.timesteps = sorted(set((args.timesteps or []) + steps + [model.timesteps]))
     if model.spiking:
         steps = args.timesteps or [model.timesteps]
         accs = accuracy_over_time(model, data.test, device, steps, args.batches, progress=True)
@@ -112,6 +116,19 @@ def cmd_eval(args) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _early_exit_steps(model, head: dict, threshold: float) -> list[int]:
+    """BNTT early exit: the exit time from the checkpoint's learned gammas (threshold < 0: the stage's own)."""
+    from .bntt import exit_time, gamma_profile
+
+    if not model.spiking or not model.spec.bntt:
+        raise ConfigError("--early-exit applies to BNTT SNN checkpoints (model.bntt: true)")
+    if threshold < 0:
+        threshold = float(head.get("metrics", {}).get("exit_threshold", 0.1))
+    t = exit_time(gamma_profile(model), threshold)
+    print(f"early exit: layer-mean gamma stays below {threshold:g} after t={t} (of {model.timesteps})")
+    return [t]
 
 
 def cmd_models(args) -> int:
@@ -142,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help=data_help)
     e.add_argument("--dataset", help="dataset name if the checkpoint does not record it")
     e.add_argument("--batches", type=int, help="evaluate only this many test batches")
+    e.add_argument("--early-exit", type=float, nargs="?", const=-1.0, metavar="THRESHOLD",
+                   help="BNTT: also evaluate at the early-exit time chosen from the learned gammas (default "
+                        "threshold: the one the training stage used)")
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", help="also write the result to this JSON file")

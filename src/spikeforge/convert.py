@@ -126,6 +126,9 @@ def fold_batchnorm(ann: TwinNet) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
 
 def ann_to_snn(ann: TwinNet, snn_config: SNNConfig, example: torch.Tensor | None = None) -> TwinNet:
     """Build the SNN twin of ``ann`` (BN folded) with ANN weights copied; thresholds are still the defaults."""
+    if ann.spec.bntt:
+        raise ConversionError(f"{ann.spec.arch} uses batch norm through time, which has no ANN counterpart to "
+                              "convert from; train it from scratch with a 'bntt' stage")
     if example is not None:
         check_convertible(ann, example)
     spec, state = fold_batchnorm(ann)

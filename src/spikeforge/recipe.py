@@ -131,6 +131,34 @@ class IirStage(SnnStage):
     lr: Any = 1e-4
 
 
+def _bntt_snn() -> dict:
+    return {"encoding": "poisson", "poisson_convention": "half", "readout": "mean", "leak": 0.95, "threshold": 1.0,
+            "surrogate": "linear", "order": "integrate-fire", "reset": "soft"}
+
+
+@dataclass
+class BnttStage(SnnStage):
+    """BNTT (Kim & Panda, methods.md §7.3): train a ``model.bntt`` SNN from scratch with batch norm through time.
+
+    Reference recipe: SGD lr 0.3, momentum 0.9, weight decay 1e-4, lr / 10 at 50/70/90% of the epochs; Poisson
+    input (p = |x|/2), leak 0.95 (CIFAR-10) or 0.99, threshold 1.0 fixed, mean readout. After training, the
+    early-exit time is chosen from the learned gammas (:func:`spikeforge.bntt.exit_time` with
+    ``exit_threshold``), and accuracy against exit time (1..T) is recorded.
+    """
+
+    init: str = "scratch"
+    optimizer: str = "sgd"
+    lr: float = 0.3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "step"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.9])
+    train: list[str] = field(default_factory=lambda: ["weights"])
+    snn: dict = field(default_factory=_bntt_snn)
+    exit_threshold: float = 0.1
+    exit_curve_batches: int | None = None
+
+
 @dataclass
 class AttackStage(StageConfig):
     """Robustness of the previous (or ``source``) stage's model (Sharmin et al.; see :mod:`spikeforge.attacks`).
@@ -159,7 +187,7 @@ ATTACK_SNN_KEYS = {"timesteps", "encoding", "poisson_convention", "poisson_rate"
 REBALANCE_KEYS = {"percentile", "sim_timesteps", "scaling", "calib_batch_size"}
 
 STAGE_KINDS: dict[str, type[StageConfig]] = {"ann": AnnStage, "convert": ConvertStage, "snn": SnnStage,
-                                             "iir": IirStage, "attack": AttackStage}
+                                             "iir": IirStage, "attack": AttackStage, "bntt": BnttStage}
 
 
 def register_stage_kind(kind: str, config_cls: type[StageConfig]) -> None:
@@ -239,6 +267,11 @@ def parse_stage(raw: Any, index: int) -> list[StageConfig]:
             raise ConfigError(f"{where}.scaling must be positive, got {st.scaling!r}")
         for t in st.eval_timesteps:
             _positive(f"{where}.eval_timesteps[]", t)
+    if isinstance(st, BnttStage):
+        if st.exit_threshold < 0:
+            raise ConfigError(f"{where}.exit_threshold must be >= 0, got {st.exit_threshold!r}")
+        _positive(f"{where}.exit_curve_batches", st.exit_curve_batches)
+        st.snn = {**_bntt_snn(), **st.snn}
     if isinstance(st, SnnStage) and st.init not in ("previous", "scratch"):
         raise ConfigError(f"{where}.init must be 'previous' or 'scratch', got {st.init!r}")
     if isinstance(st, AttackStage):

@@ -21,7 +21,7 @@ from ..energy import stage_energy_metrics
 from ..errors import CheckpointError, ConfigError
 from ..models import SNNConfig, TwinNet, build_model
 from ..monitor import SpikeMonitor
-from ..recipe import AnnStage, ConvertStage, Recipe, SnnStage, StageConfig
+from ..recipe import AnnStage, BnttStage, ConvertStage, Recipe, SnnStage, StageConfig
 from .checkpoint import MODEL_FILE, RESUME_FILE, atomic_write_json, load_checkpoint, save_checkpoint
 from .distributed import barrier, local_batch_size
 from .distributed import info as dist_info
@@ -172,9 +172,7 @@ def run_convert(stage: ConvertStage, ctx: Context) -> dict:
 
 
 def _curve_samples(ctx: Context, stage: ConvertStage) -> int:
-    n = stage.curve_batches or stage.eval_batches
-    size = ctx.data.test.dataset_size
-    return size if n is None else min(size, n * ctx.data.test.batch_size)
+    return _samples(ctx, stage.curve_batches or stage.eval_batches)
 
 
 def _snn_for_stage(stage: SnnStage, ctx: Context) -> TwinNet:
@@ -207,6 +205,12 @@ def _snn_for_stage(stage: SnnStage, ctx: Context) -> TwinNet:
 
 @register_runner("snn")
 def run_snn(stage: SnnStage, ctx: Context) -> dict:
+    model, metrics = train_snn(stage, ctx)
+    return finish(stage, ctx, model, metrics)
+
+
+def train_snn(stage: SnnStage, ctx: Context) -> tuple[TwinNet, dict]:
+    """BPTT training of an SNN stage (resumable); returns the model and its metrics (not yet written)."""
     model = _snn_for_stage(stage, ctx).to(ctx.device)
     extra = {}
     if stage.rebalance is not None and not (ctx.stage_dir / RESUME_FILE).exists():
@@ -233,7 +237,38 @@ def run_snn(stage: SnnStage, ctx: Context) -> dict:
         accs = accuracy_over_time(model, ctx.data.test, ctx.device, stage.eval_timesteps, stage.eval_batches)
         metrics["acc_vs_timesteps"] = {str(t): a for t, a in accs.items()}
     metrics.update(stage_energy_metrics(model, ctx.data.test, ctx.device, max_batches=_energy_batches(stage)))
+    return model, metrics
+
+
+@register_runner("bntt")
+def run_bntt(stage: BnttStage, ctx: Context) -> dict:
+    """BNTT from scratch, then the early-exit analysis: gamma profile, exit time, accuracy against exit time."""
+    from ..bntt import exit_time, gamma_profile, plot_gammas
+
+    if stage.init == "scratch" and not ctx.recipe.model.bntt:
+        raise ConfigError(f"stage {stage.name!r} (bntt) needs a BNTT model: set model.bntt: true or use "
+                          "vgg9_bntt / vgg11_bntt")
+    model, metrics = train_snn(stage, ctx)
+    metrics["kind"] = "bntt"
+    profile = gamma_profile(model)
+    exit_at = exit_time(profile, stage.exit_threshold)
+    steps = list(range(1, model.timesteps + 1))
+    curve_batches = stage.exit_curve_batches or stage.eval_batches
+    accs = accuracy_over_time(model, ctx.data.test, ctx.device, steps, curve_batches, ctx.progress)
+    metrics.update({"gamma_profile": profile.tolist(), "exit_threshold": stage.exit_threshold, "exit_time": exit_at,
+                    "exit_acc": accs[exit_at], "acc_vs_exit_time": {str(t): a for t, a in accs.items()},
+                    "exit_curve_samples": _samples(ctx, curve_batches)})
+    ctx.log(f"  [{stage.name}] early exit at t={exit_at} of {model.timesteps} (layer-mean gamma < "
+            f"{stage.exit_threshold:g} afterwards): acc {accs[exit_at]:.4f} vs {accs[model.timesteps]:.4f} at "
+            f"T={model.timesteps}")
+    if dist_info().is_main:
+        plot_gammas(profile, ctx.stage_dir / "bntt_gamma.png", stage.exit_threshold, exit_at, accs)
     return finish(stage, ctx, model, metrics)
+
+
+def _samples(ctx: Context, batches: int | None) -> int:
+    size = ctx.data.test.dataset_size
+    return size if batches is None else min(size, batches * ctx.data.test.batch_size)
 
 
 def _energy_batches(stage, steps: int = 1) -> int:
@@ -361,3 +396,6 @@ def _check_same_recipe(recipe: Recipe, out_dir: Path) -> None:
                     {k: v for k, v in current["data"].items() if k not in ignore}:
                 raise ConfigError(f"{out_dir} holds a run with other data settings; use another --out directory")
     atomic_write_json(path, current)
+
+
+from ..stdp import stage as _stdp_stage  # noqa: E402,F401  (registers the 'stdp' stage kind and runner)

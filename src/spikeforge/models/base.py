@@ -12,6 +12,7 @@ import contextlib
 import torch
 from torch import nn
 
+from ..bntt import BatchNormThroughTime
 from ..encoding import make_encoder
 from ..errors import ShapeError
 from ..layers import Normalize, Readout, SpikingDropout, run_sequence
@@ -48,8 +49,13 @@ class TwinNet(nn.Module):
                              learn_threshold=c.learn_threshold, learn_leak=c.learn_leak, surrogate=c.surrogate,
                              order=c.order, reset=c.reset, fused=c.fused, timesteps=c.timesteps)
 
-    def bn(self, channels: int) -> nn.Module | None:
-        """BatchNorm slot after a conv: BN, an identity once BN was folded into the conv, or nothing."""
+    def bn(self, channels: int, dims: int = 2) -> nn.Module | None:
+        """BatchNorm slot after a conv (``dims=2``) or hidden FC (``dims=1``, BNTT only): BN, an identity once BN
+        was folded into the conv, BNTT in a BNTT SNN (plain BN in its ANN twin), or nothing."""
+        if self.spec.bntt:
+            if self.spiking:
+                return BatchNormThroughTime(channels, self.snn.timesteps)
+            return nn.BatchNorm2d(channels, eps=1e-4) if dims == 2 else nn.BatchNorm1d(channels, eps=1e-4)
         if not self.spec.batch_norm:
             return None
         return nn.Identity() if self.spec.bn_folded else nn.BatchNorm2d(channels)
@@ -133,7 +139,7 @@ class TwinNet(nn.Module):
     @contextlib.contextmanager
     def streaming(self):
         """Within this context every neuron keeps its state between calls (then it is dropped)."""
-        neurons = self.neurons()
+        neurons = self.neurons() + [m for m in self.modules() if isinstance(m, BatchNormThroughTime)]
         for n in neurons:
             n.start_stream()
         try:
@@ -162,6 +168,9 @@ class TwinNet(nn.Module):
         self.encoder.timesteps = steps
         for n in self.neurons():
             n.timesteps = steps
+        for m in self.modules():
+            if isinstance(m, BatchNormThroughTime):
+                m.steps = steps
 
     def set_encoding(self, encoding: str, **kw) -> None:
         """Switch the SNN's input encoding (``direct`` / ``poisson``)."""

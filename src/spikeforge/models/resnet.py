@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 from ..layers import fold
 from .base import TwinNet
 from .spec import ModelSpec, SNNConfig
@@ -63,6 +65,8 @@ class ResNet(TwinNet):
 
     def __init__(self, spec: ModelSpec, snn: SNNConfig | None = None):
         super().__init__(spec, snn)
+        if spec.bntt:
+            raise ConfigError(f"model.bntt is implemented for the VGG architectures, not {spec.arch}")
         blocks = BLOCKS[spec.arch]
         c = spec.channels(64)
         stem: list[nn.Module] = []

@@ -28,8 +28,10 @@ class ModelSpec:
     (Tiny-ImageNet) or 224 (ImageNet); the classifier's input size is derived from it. ``width`` scales every
     channel count (1.0 = the paper's). ``hidden``: classifier hidden sizes (None = the paper's). ``bias``: conv and
     linear biases (bias-free by default, as in the papers). ``batch_norm``: BN after each conv (ANN only; folded away
-    by conversion, which sets ``bn_folded``: BN slots become identities and convs get biases). ``dropout``: classifier dropout; ``conv_dropout``: dropout after conv layers not followed by a
-    pool. ``mean``/``std``: input normalization inside the model.
+    by conversion, which sets ``bn_folded``: BN slots become identities and convs get biases). ``bntt``: batch norm
+    through time (Kim & Panda) after every conv and hidden FC of the SNN twin (the ANN twin has plain BatchNorm
+    there); set automatically by the ``*_bntt`` architectures. ``dropout``: classifier dropout; ``conv_dropout``:
+    dropout after conv layers not followed by a pool. ``mean``/``std``: input normalization inside the model.
     """
 
     arch: str = "vgg5"
@@ -41,6 +43,7 @@ class ModelSpec:
     bias: bool = False
     batch_norm: bool = False
     bn_folded: bool = False
+    bntt: bool = False
     dropout: float = 0.2
     conv_dropout: float = 0.0
     mean: list[float] = field(default_factory=lambda: [0.0])
@@ -62,6 +65,10 @@ class ModelSpec:
             raise ConfigError(f"model.mean/std need 1 or in_channels={self.in_channels} values each")
         if any(s <= 0 for s in self.std):
             raise ConfigError("model.std values must be positive")
+        if self.arch.endswith("_bntt"):
+            self.bntt = True
+        if self.bntt and self.batch_norm:
+            raise ConfigError("model.bntt and model.batch_norm exclude each other (BNTT is the SNN's batch norm)")
 
     @property
     def conv_bias(self) -> bool:

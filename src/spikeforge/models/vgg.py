@@ -1,6 +1,8 @@
 """VGG twins (methods.md §1.9, Purdue cfgs): 3x3 convs, 2x2 average pooling, bias-free by default.
 
-``cfg`` lists conv output channels and ``"A"`` for AvgPool(2). ImageNet-size inputs (>= 128 px) get one extra final
+``cfg`` lists conv output channels, ``"A"`` for AvgPool(2) and ``"G"`` for a global average pool (BNTT VGG11).
+The ``*_bntt`` architectures are the Yale BNTT repo's (methods.md §1.9): BNTT after every conv and the hidden FC, Xavier
+init. ImageNet-size inputs (>= 128 px) get one extra final
 pool (DIET/IIR ImageNet VGG16: 512x7x7 into the classifier). The classifier input size is derived from the input size.
 """
 
@@ -17,6 +19,8 @@ CFGS: dict[str, tuple[list, list[int]]] = {
     "vgg9": ([64, "A", 128, 256, "A", 256, 512, "A", 512, "A", 512], [4096, 4096]),
     "vgg11": ([64, "A", 128, 256, "A", 512, 512, "A", 512, "A", 512, 512], [4096, 4096]),
     "vgg16": ([64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512], [4096, 4096]),
+    "vgg9_bntt": ([64, 64, "A", 128, 128, "A", 256, 256, 256, "A"], [1024]),
+    "vgg11_bntt": ([64, "A", 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "G"], [4096]),
 }
 
 
@@ -37,9 +41,13 @@ class VGG(TwinNet):
                 layers.append(nn.AvgPool2d(2))
                 size //= 2
                 continue
+            if item == "G":
+                layers.append(nn.AdaptiveAvgPool2d(1))
+                size = 1
+                continue
             c_out = spec.channels(item)
             layers.append(nn.Conv2d(c_in, c_out, 3, padding=1, bias=spec.conv_bias))
-            if spec.batch_norm:
+            if spec.batch_norm or spec.bntt:
                 layers.append(self.bn(c_out))
             layers.append(self.act(c_out))
             next_is_pool = i + 1 < len(cfg) and cfg[i + 1] == "A"
@@ -53,12 +61,27 @@ class VGG(TwinNet):
         n_in = c_in * size * size
         for h in hidden:
             h = spec.channels(h)
-            cls += [nn.Linear(n_in, h, bias=spec.bias), self.act(h), self.drop(spec.dropout)]
+            cls += [nn.Linear(n_in, h, bias=spec.bias)]
+            if spec.bntt:
+                cls.append(self.bn(h, dims=1))
+            cls += [self.act(h), self.drop(spec.dropout)]
             n_in = h
         cls += [nn.Linear(n_in, spec.num_classes, bias=spec.bias), self.readout()]
         self.classifier = nn.Sequential(*cls)
         self.sequence_names = ("features", "classifier")
-        init_weights(self)
+        if spec.bntt:
+            init_xavier(self)
+        else:
+            init_weights(self)
+
+
+def init_xavier(model: nn.Module, gain: float = 2.0) -> None:
+    """BNTT/SAM init: Xavier-uniform weights with gain 2, biases 0 (methods.md §1.7)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def init_weights(model: nn.Module) -> None:

@@ -1,0 +1,155 @@
+"""Batch Normalization Through Time (BNTT; Kim & Panda 2021, methods.md §7.1-7.5) and its early-exit rule.
+
+For layer ``l`` and timestep ``t`` (integrate-then-fire, fixed threshold ``V_th = 1``)::
+
+    U_l[t] = lambda * U_l[t-1] + BN_{l,t}(W_l * s_{l-1}[t])
+    BN_{l,t}(x) = gamma_{l,t} * (x - mu_{l,t}) / sqrt(sigma^2_{l,t} + eps)          (no beta by default)
+
+Every timestep has its own ``gamma_{l,t}`` and its own batch statistics (running mean/var for inference), so each
+neuron layer can set its firing rate per step. :class:`BatchNormThroughTime` applies all ``T`` normalizations to
+time-first ``[T, B, C, ...]`` input in one native ``batch_norm`` call (time folded into the channel axis), which is
+exactly ``T`` separate BatchNorm layers, outputs and gradients alike.
+
+Early exit: the learned ``gamma_{l,t}`` shrink at late steps (they contribute little to the readout), so inference can
+stop at the first step after which the layer-averaged ``gamma`` stays below a threshold (:func:`exit_time`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError, ShapeError
+
+
+class BatchNormThroughTime(nn.Module):
+    """One BatchNorm per timestep for ``[T, B, C]`` (1d) or ``[T, B, C, H, W]`` (2d) input.
+
+    ``weight`` (gamma) has shape ``[T, C]`` (initialized to 1); ``bias`` (beta, ``[T, C]``) only with
+    ``bias=True`` (the reference code removes it). ``running_mean``/``running_var`` are ``[T, C]``. A call with
+    ``T' < T`` steps uses the first ``T'`` sets (early exit). Input with a time axis of 1 (direct encoding: the first
+    conv runs once) stands for ``steps`` identical steps (the model sets ``steps`` to its current ``T``) and is
+    expanded, since every step has its own normalization. Inside a streaming context (the model's
+    ``streaming()``, used for chunked evaluation) successive calls continue from the step where the last one ended.
+    """
+
+    time_aware = True
+
+    def __init__(self, num_features: int, timesteps: int, *, eps: float = 1e-4, momentum: float = 0.1,
+                 bias: bool = False):
+        super().__init__()
+        if not isinstance(timesteps, int) or timesteps < 1:
+            raise ConfigError(f"BatchNormThroughTime needs a positive number of timesteps, got {timesteps!r}")
+        self.num_features = int(num_features)
+        self.timesteps = int(timesteps)
+        self.steps = int(timesteps)  # steps of the current run (the model sets it); for broadcast [1, B, ...] input
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = nn.Parameter(torch.ones(timesteps, num_features))
+        self.bias = nn.Parameter(torch.zeros(timesteps, num_features)) if bias else None
+        self.register_buffer("running_mean", torch.zeros(timesteps, num_features))
+        self.register_buffer("running_var", torch.ones(timesteps, num_features))
+        self._offset: int | None = None  # step index of the next call while streaming, else None
+
+    # -- streaming (chunked evaluation carries the step index) ------------------------------------------------
+    def start_stream(self) -> None:
+        self._offset = 0
+
+    def stop_stream(self) -> None:
+        self._offset = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 3 or x.shape[2] != self.num_features:
+            raise ShapeError(f"BatchNormThroughTime({self.num_features}) expects time-first input [T, B, "
+                             f"{self.num_features}, ...]; got shape {tuple(x.shape)}")
+        if x.shape[0] == 1 and self.steps > 1:
+            x = x.expand(self.steps, *x.shape[1:])
+        steps, batch = x.shape[:2]
+        start = self._offset or 0
+        if start + steps > self.timesteps:
+            raise ShapeError(f"BatchNormThroughTime has statistics for {self.timesteps} timesteps but was asked for "
+                             f"steps {start + 1}..{start + steps}; evaluate at T <= {self.timesteps} (BNTT models "
+                             "cannot run longer than they were trained)")
+        sl = slice(start, start + steps)
+        rest = x.shape[3:]
+        # [T, B, C, ...] -> [B, T*C, ...]: channel (t, c) of the folded tensor is channel c at step t.
+        folded = x.transpose(0, 1).reshape(batch, steps * self.num_features, *rest)
+        y = F.batch_norm(folded, self.running_mean[sl].view(-1), self.running_var[sl].view(-1),
+                         self.weight[sl].reshape(-1), None if self.bias is None else self.bias[sl].reshape(-1),
+                         self.training, self.momentum, self.eps)
+        if self._offset is not None:
+            self._offset += steps
+        return y.reshape(batch, steps, self.num_features, *rest).transpose(0, 1)
+
+    def gammas(self) -> torch.Tensor:
+        """Mean ``|gamma_{l,t}|`` over channels, one value per timestep ``[T]``."""
+        return self.weight.detach().abs().mean(1)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, timesteps={self.timesteps}, eps={self.eps}, momentum={self.momentum}, "
+                f"bias={self.bias is not None}")
+
+
+def bntt_layers(model: nn.Module) -> list[BatchNormThroughTime]:
+    return [m for m in model.modules() if isinstance(m, BatchNormThroughTime)]
+
+
+def gamma_profile(model: nn.Module) -> torch.Tensor:
+    """``[L, T]``: each BNTT layer's mean ``|gamma|`` at every timestep."""
+    layers = bntt_layers(model)
+    if not layers:
+        raise ConfigError("the model has no BatchNormThroughTime layers (build it with model.bntt: true)")
+    return torch.stack([m.gammas().cpu() for m in layers])
+
+
+def exit_time(profile: torch.Tensor, threshold: float) -> int:
+    """Early-exit timestep: the smallest ``t`` such that the layer-averaged gamma at every later step
+    ``s > t`` is below ``threshold`` (so steps ``t+1..T`` are skipped). Returns ``T`` if none qualifies."""
+    mean = profile.mean(0)
+    steps = mean.numel()
+    t = steps
+    while t > 1 and float(mean[t - 1]) < threshold:
+        t -= 1
+    return t
+
+
+def plot_gammas(profile: torch.Tensor, path: Path, threshold: float | None = None, exit_at: int | None = None,
+                acc_vs_t: dict[int, float] | None = None) -> None:
+    """The BNTT paper's figure: mean ``|gamma|`` over time per layer (and the layer mean), with the exit time;
+    beside it, accuracy against the exit time when given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 2 if acc_vs_t else 1
+    fig, axes = plt.subplots(1, cols, figsize=(6 * cols, 4), squeeze=False)
+    ax = axes[0][0]
+    steps = torch.arange(1, profile.shape[1] + 1)
+    for i, row in enumerate(profile):
+        ax.plot(steps, row, lw=1, alpha=0.8, label=f"BNTT layer {i + 1}")
+    ax.plot(steps, profile.mean(0), "k-", lw=2.5, label="layer mean")
+    if threshold is not None:
+        ax.axhline(threshold, color="r", ls="--", lw=1, label=f"exit threshold {threshold:g}")
+    if exit_at is not None:
+        ax.axvline(exit_at, color="g", ls=":", lw=1.5, label=f"exit at t={exit_at}")
+    ax.set_xlabel("timestep t")
+    ax.set_ylabel("mean |gamma| over channels")
+    ax.set_title("BNTT gamma through time")
+    ax.legend(fontsize=7, ncol=2)
+    if acc_vs_t:
+        ax2 = axes[0][1]
+        ts = sorted(acc_vs_t)
+        ax2.plot(ts, [100 * acc_vs_t[t] for t in ts], "o-")
+        if exit_at is not None:
+            ax2.axvline(exit_at, color="g", ls=":", lw=1.5)
+        ax2.set_xlabel("exit timestep")
+        ax2.set_ylabel("test accuracy (%)")
+        ax2.set_title("accuracy against exit time")
+        ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
