@@ -15,7 +15,7 @@ import time
 import torch
 from torch import nn
 
-from spikeforge.models import create_model, register_model
+from spikeforge.models import SNNConfig, create_model, register_model
 from spikeforge.models.vgg import VGG
 
 
@@ -24,19 +24,52 @@ def issue9_net(spec, snn=None):
     return VGG(spec, snn, cfg=[64, "A", 128, "A", 256, "A"])
 
 
-def build(net: str, spiking: bool, timesteps: int):
+def build(net: str, spiking: bool, timesteps: int, **overrides):
+    """The ANN or SNN of ``net`` (``issue9``, ``quickstart`` or ``vgg16``). ``overrides`` replace the default spec/SNN
+    keywords (e.g. ``leak``, ``threshold``, ``surrogate``, ``dropout``); used by ``benchmarks/peers.py``."""
     if net == "issue9":
         register_model("bench9", issue9_net)
         from spikeforge.models import vgg as _vgg
         _vgg.CFGS.setdefault("bench9", ([64, "A", 128, "A", 256, "A"], []))
         kw = dict(num_classes=10, in_channels=3, input_size=32, hidden=[], dropout=0.0)
         name = "bench9"
+    elif net == "vgg16":
+        kw = dict(num_classes=10, in_channels=3, input_size=32, dropout=0.0)
+        name = "vgg16"
     else:
         kw = dict(num_classes=10, in_channels=1, input_size=28, width=0.5, hidden=[1024], dropout=0.2)
         name = "vgg4"
+    snn_kw = dict(leak=0.9, threshold=1.0)
+    for k, v in overrides.items():
+        (snn_kw if k in SNNConfig.__dataclass_fields__ else kw)[k] = v
     if spiking:
-        return create_model(name, spiking=True, timesteps=timesteps, leak=0.9, threshold=1.0, **kw)
+        return create_model(name, spiking=True, timesteps=timesteps, **snn_kw, **kw)
     return create_model(name, **kw)
+
+
+def input_shape(net: str, batch: int) -> tuple[int, ...]:
+    return (batch, 1, 28, 28) if net == "quickstart" else (batch, 3, 32, 32)
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One training step: forward, cross-entropy, backward, SGD step."""
+    opt.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+def time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Call every ``fns[k]()`` ``warmup`` times, then round-robin ``repeats`` times; seconds per call for each key."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
 
 
 def main():
@@ -49,29 +82,13 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    shape = (args.batch, 3, 32, 32) if args.net == "issue9" else (args.batch, 1, 28, 28)
-    x = torch.rand(shape)
+    x = torch.rand(input_shape(args.net, args.batch))
     y = torch.randint(0, 10, (args.batch,))
     models = {"ann": build(args.net, False, 1)}
     for t in args.timesteps:
         models[f"snn T={t}"] = build(args.net, True, t)
     opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3) for k, m in models.items()}
-    times = {k: [] for k in models}
-
-    def step(k):
-        m, o = models[k], opts[k]
-        o.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(m(x), y).backward()
-        o.step()
-
-    for k in models:  # warm-up
-        for _ in range(2):
-            step(k)
-    for _ in range(args.repeats):
-        for k in models:
-            t0 = time.perf_counter()
-            step(k)
-            times[k].append(time.perf_counter() - t0)
+    times = time_interleaved({k: (lambda k=k: train_step(models[k], opts[k], x, y)) for k in models}, args.repeats)
     ann = statistics.median(times["ann"])
     print(f"net={args.net} batch={args.batch} threads={torch.get_num_threads()} torch={torch.__version__}")
     print(f"{'model':10s} {'median ms':>10s} {'ratio to T x ANN':>18s}")
