@@ -203,7 +203,7 @@ def test_bntt_stage_end_to_end_and_eval_early_exit(tmp_path):
     sdir = tmp_path / "run" / "bntt"
     m = json.loads((sdir / "metrics.json").read_text())
     assert m["kind"] == "bntt" and m["timesteps"] == 4
-    assert len(m["gamma_profile"]) == 8 and len(m["gamma_profile"][0]) == 4
+    assert len(m["gamma_profile"]) == 3 and len(m["gamma_profile"][0]) == 4  # vgg4: 2 convs + hidden FC
     assert set(m["acc_vs_exit_time"]) == {"1", "2", "3", "4"}
     assert 1 <= m["exit_time"] <= 4 and m["exit_acc"] == m["acc_vs_exit_time"][str(m["exit_time"])]
     assert exit_time(torch.tensor(m["gamma_profile"]), 0.9) == m["exit_time"]
