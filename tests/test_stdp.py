@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from spikeforge.engine.stages import run
+from spikeforge.errors import ConfigError
 from spikeforge.recipe import parse_recipe
 from spikeforge.stdp import network as nw
 from spikeforge.stdp.hardware import CrossbarModel, crossbar_cost
@@ -157,6 +158,33 @@ def test_quantized_weights_lie_on_the_levels(range_):
     assert ((q - W * mask).abs() <= (1.0 / 15) / 2 + 1e-6).all() or range_ == "neuron"
 
 
+@pytest.mark.parametrize("range_", ["wmax", "neuron"])
+def test_sum_preserving_rounding_keeps_levels_and_neuron_totals(range_):
+    torch.manual_seed(0)
+    mask = torch.rand(200, 6) > 0.5
+    W = (torch.rand(200, 6) ** 3) * mask
+    W = W / W.sum(0) * 20.0
+    q = quantize(W, mask, 16, 1.0, range_, rounding="sum")
+    top = torch.ones(6) if range_ == "wmax" else W.amax(0)
+    step = top / 15
+    lv = q / step
+    assert (lv - lv.round()).abs().max() < 1e-4  # on the levels
+    assert ((q - W).abs() < step + 1e-6).all()  # floor or ceiling of each weight
+    assert ((q.sum(0) - W.sum(0)).abs() <= step / 2 + 1e-4).all()  # each neuron's total kept
+    assert (q[~mask] == 0).all()
+    nearest = quantize(W, mask, 16, 1.0, range_)
+    assert (nearest.sum(0) - W.sum(0)).abs().max() > (q.sum(0) - W.sum(0)).abs().max()
+    # hand-made column: four weights 0.1 with levels 0, 1/3, 2/3, 1. Nearest rounds all to 0 (total 0 instead of
+    # 0.4); largest remainder lifts round(4 * 0.3) = 1 of them (the first: equal remainders keep their order).
+    w = torch.full((4, 1), 0.1)
+    m = torch.ones_like(w, dtype=torch.bool)
+    assert quantize(w, m, 4, 1.0, "wmax").sum() == 0
+    q3 = quantize(w, m, 4, 1.0, "wmax", rounding="sum")
+    assert torch.allclose(q3.flatten(), torch.tensor([1 / 3, 0.0, 0.0, 0.0]))
+    with pytest.raises(ConfigError, match="rounding"):
+        quantize(w, m, 4, 1.0, "wmax", rounding="up")
+
+
 def test_apply_update_clips_and_masks():
     net = DiehlCook(NetConfig(n_input=3, n_neurons=2))
     net.W.fill_(0.5)
@@ -276,8 +304,7 @@ def test_stdp_stage_runs_through_the_engine_and_resumes(tmp_path, monkeypatch):
 
 
 def test_bad_stage_keys_are_config_errors(tmp_path):
-    from spikeforge.errors import ConfigError
-
+    
     with pytest.raises(ConfigError, match="prune_fraction"):
         _recipe(tmp_path, prune_fraction=1.5)
     with pytest.raises(ConfigError, match="net"):

@@ -44,9 +44,17 @@ def level_values(levels: int, top: float | torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def quantize(W: torch.Tensor, mask: torch.Tensor, levels: int, w_max: float, range_: str = "wmax") -> torch.Tensor:
+def quantize(W: torch.Tensor, mask: torch.Tensor, levels: int, w_max: float, range_: str = "wmax",
+             rounding: str = "nearest") -> torch.Tensor:
     """Round the surviving weights to ``levels`` evenly spaced values in ``[0, top]`` (top = ``w_max``, or each
-    column's largest weight with ``range_='neuron'``); pruned weights are 0."""
+    column's largest weight with ``range_='neuron'``); pruned weights are 0.
+
+    ``rounding``: ``nearest`` (each weight to its nearest level), or ``sum`` (largest-remainder rounding per neuron:
+    every weight goes to the level just below or just above it, and the ones with the largest remainders go up,
+    as many as keep the neuron's total input weight within half a level step of its unquantized total). Nearest
+    rounding drifts each neuron's total weight (most STDP weights are small and round down), which upsets the
+    balance of the winner-take-all competition that the weight normalization maintains.
+    """
     if levels < 2:
         raise ConfigError(f"levels must be at least 2, got {levels!r}")
     if range_ == "wmax":
@@ -56,8 +64,20 @@ def quantize(W: torch.Tensor, mask: torch.Tensor, levels: int, w_max: float, ran
     else:
         raise ConfigError(f"quantization range must be 'wmax' or 'neuron', got {range_!r}")
     step = top / (levels - 1)
-    q = torch.round(W.clamp(min=0) / step).clamp_(0, levels - 1) * step
-    return q * mask
+    x = (W.clamp(min=0) / step).clamp_(0, levels - 1) * mask
+    if rounding == "nearest":
+        return torch.round(x) * step * mask
+    if rounding != "sum":
+        raise ConfigError(f"quantization rounding must be 'nearest' or 'sum', got {rounding!r}")
+    low = torch.floor(x)
+    rem = torch.where(mask & (low < levels - 1), x - low, torch.full_like(x, -1.0))
+    ups = torch.round(x.sum(0) - low.sum(0)).long()  # how many weights of each column go one level up
+    ups = torch.minimum(ups.clamp_(min=0), (rem >= 0).sum(0))
+    rank = torch.empty_like(rem, dtype=torch.long)
+    order = rem.argsort(dim=0, descending=True, stable=True)
+    rank.scatter_(0, order, torch.arange(W.shape[0], device=W.device).unsqueeze(1).expand_as(order).contiguous())
+    q = low + (rank < ups.unsqueeze(0)).to(low.dtype)
+    return q * step * mask
 
 
 def pruned_fraction(mask: torch.Tensor) -> float:

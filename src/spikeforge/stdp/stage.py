@@ -45,8 +45,9 @@ class StdpStage(StageConfig):
     permutation); ``test_images``: test images evaluated (None: all). ``net``: :class:`NetConfig` overrides.
     Pruning: every ``prune_every`` images from ``prune_start`` on, each neuron's lowest weights are pruned so that the
     pruned fraction rises linearly to ``prune_fraction``, reached at ``prune_end`` (a fraction of all training
-    images); ``levels``: quantize the surviving weights to this many levels (range ``quant_range``: wmax or neuron)
-    at the same times and at the end. ``sweep_prune`` / ``sweep_levels``: after training, also evaluate the final
+    images); ``levels``: quantize the surviving weights to this many levels (range ``quant_range``: wmax or neuron;
+    ``quant_rounding``: ``nearest``, or ``sum`` = largest-remainder rounding that keeps each neuron's total weight,
+    see :func:`~spikeforge.stdp.prune.quantize`) at the same times and at the end. ``sweep_prune`` / ``sweep_levels``: after training, also evaluate the final
     network pruned/quantized further (post-hoc, relabeled on the labeling images). ``preprocess``: image preparation
     (``grayscale``, ``size``, ``dog``: [sigma1, sigma2] difference-of-Gaussians edge filter, ``invert``) for
     non-MNIST data. ``hardware``: :class:`~spikeforge.stdp.hardware.CrossbarModel` overrides. ``compare``: an
@@ -69,6 +70,7 @@ class StdpStage(StageConfig):
     prune_end: float = 0.5
     levels: int | None = None
     quant_range: str = "wmax"
+    quant_rounding: str = "nearest"
     sweep_prune: list = field(default_factory=list)
     sweep_levels: list = field(default_factory=list)
     preprocess: dict = field(default_factory=dict)
@@ -92,6 +94,8 @@ class StdpStage(StageConfig):
             raise ConfigError(f"{where}.prune_fraction must be in [0, 1), got {self.prune_fraction!r}")
         if self.quant_range not in ("wmax", "neuron"):
             raise ConfigError(f"{where}.quant_range must be 'wmax' or 'neuron', got {self.quant_range!r}")
+        if self.quant_rounding not in ("nearest", "sum"):
+            raise ConfigError(f"{where}.quant_rounding must be 'nearest' or 'sum', got {self.quant_rounding!r}")
         unknown = sorted(set(self.preprocess) - {"grayscale", "size", "dog", "invert"})
         if unknown:
             raise ConfigError(f"{where}.preprocess: unknown key(s) {unknown}; allowed: dog, grayscale, invert, size")
@@ -218,7 +222,7 @@ def constrain(net: DiehlCook, stage: StdpStage, fraction: float | None, levels: 
         net.prune_to(prune_lowest(net.W, net.mask, fraction))
     net.normalize()
     if levels:
-        net.W.copy_(quantize(net.W, net.mask, levels, net.cfg.w_max, stage.quant_range))
+        net.W.copy_(quantize(net.W, net.mask, levels, net.cfg.w_max, stage.quant_range, stage.quant_rounding))
 
 
 # ---------------------------------------------------------------------------------------------------------- runner
