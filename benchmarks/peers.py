@@ -571,22 +571,21 @@ def main(argv: list[str] | None = None) -> None:
         for net in args.nets:
             for t in sorted(set(args.timesteps) | {8}):
                 rows += check_dynamics(net, t, batch=2 if net == "vgg16" else 4, leak=args.leak)
-        text = check_table(rows)
-        print(text)
-        if args.out:
-            Path(args.out).write_text(text + "\n")
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
+        _emit(check_table(rows), rows, args)
         return
     report = run(args.nets, args.timesteps, libs=args.libs, batch=args.batch, repeats=args.repeats,
                  warmup=args.warmup, first_once=args.peer_input == "once", memory=not args.no_memory,
                  mem_steps=args.mem_steps, leak=args.leak, inference=not args.no_inference)
-    text = table(report)
+    _emit(table(report), report, args)
+
+
+def _emit(text: str, data, args) -> None:
+    """Print the markdown table; also write it (``--out``) and the raw results (``--json``)."""
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        Path(args.json).write_text(json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":
