@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from spikeforge.engine.stages import run
-from spikeforge.errors import ConfigError
+from spikeforge.errors import CheckpointError, ConfigError
 from spikeforge.recipe import parse_recipe
 from spikeforge.stdp import network as nw
 from spikeforge.stdp.hardware import CrossbarModel, crossbar_cost
@@ -301,6 +301,18 @@ def test_stdp_stage_runs_through_the_engine_and_resumes(tmp_path, monkeypatch):
     assert again["stages"][0]["test_acc"] == m["test_acc"]
     metrics = json.loads((tmp_path / "resumed" / "stdp" / "metrics.json").read_text())
     assert metrics["images_seen"] == 48
+    # a truncated file and a checkpoint of another stage kind give one clear error each
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes((tmp_path / "resumed" / "stdp" / "model.pt").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_stdp(bad)
+    from spikeforge.engine.checkpoint import save_checkpoint
+    from spikeforge.models import create_model
+
+    other = tmp_path / "ann.pt"
+    save_checkpoint(other, create_model("vgg4", in_channels=1, input_size=28, width=0.125), {"kind": "ann"})
+    with pytest.raises(CheckpointError, match="not of an stdp stage"):
+        load_stdp(other)
 
 
 def test_bad_stage_keys_are_config_errors(tmp_path):

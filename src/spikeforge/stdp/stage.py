@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..engine.checkpoint import FORMAT, MODEL_FILE, RESUME_FILE, VERSION, atomic_write_bytes, atomic_write_json
+from ..engine.checkpoint import (FORMAT, MODEL_FILE, RESUME_FILE, VERSION, atomic_write_bytes, atomic_write_json,
+                                 load_raw)
 from ..engine.stages import METRICS_FILE, Context, register_runner
 from ..errors import CheckpointError, ConfigError
+from ..models import register_model
 from ..recipe import StageConfig, register_stage_kind
 from .hardware import CrossbarModel, compare, crossbar_cost
 from .learn import assign_labels, predict, respond, train_batch
@@ -116,12 +118,7 @@ def _placeholder_model(spec, snn=None):
     raise ConfigError("model.arch 'diehl-cook' is built by the 'stdp' stage only (it has no ANN/SNN twin)")
 
 
-try:  # recipes need a model section; 'diehl-cook' names this network there
-    from ..models import register_model
-
-    register_model("diehl-cook", _placeholder_model)
-except ImportError:  # pragma: no cover
-    pass
+register_model("diehl-cook", _placeholder_model)  # recipes need a model section; this names the network there
 
 
 # ---------------------------------------------------------------------------------------------------------- data
@@ -192,15 +189,9 @@ def _save(path: Path, net: DiehlCook, header: dict, extra: dict | None = None) -
 
 def load_stdp(path: str | Path) -> tuple[DiehlCook, dict]:
     """Load an ``stdp`` stage's ``model.pt`` (or ``last.pt``): ``(network, header)``; safe (weights_only)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / MODEL_FILE
-    try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read STDP checkpoint {p}: {type(exc).__name__}: {str(exc)[:200]}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data["header"].get("kind") != "stdp":
-        raise CheckpointError(f"{p} is not an stdp stage checkpoint")
+    data = load_raw(path)  # clear errors for missing / corrupt / foreign files
+    if not isinstance(data.get("header"), dict) or data["header"].get("kind") != "stdp":
+        raise CheckpointError(f"{path} is a spikeforge checkpoint but not of an stdp stage")
     net = DiehlCook(NetConfig.from_dict(data["header"]["net"]))
     state = dict(data["state_dict"])
     state.setdefault("norm_target", net.norm_target.clone())  # files written before pruning kept the mass
@@ -270,7 +261,7 @@ def run_stdp(stage: StdpStage, ctx: Context) -> dict:
     seen, train_seconds, presentations, history = 0, 0.0, 0, []
     resume = ctx.stage_dir / RESUME_FILE
     if resume.exists():
-        data = torch.load(resume, map_location="cpu", weights_only=True)
+        data = load_raw(resume)
         if data.get("header", {}).get("net") != json.loads(json.dumps(cfg.to_dict())):
             raise CheckpointError(f"{resume} was written with other network settings; delete it to start over")
         net.load_state_dict(data["state_dict"])
