@@ -25,6 +25,7 @@ recomputed from it.
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -185,17 +186,20 @@ class FusedMultiStep(torch.autograd.Function):
     the gradient w.r.t. the pre-fire potential obeys the linear recurrence ``q[t] = c[t] * q[t+1] + a[t]`` with
     ``c = lambda`` (soft reset) or ``lambda * (1 - s)`` (hard reset); in ordering B ``q[t] = dL/dI[t]``, in ordering A
     ``dL/dI[t] = q[t+1]``. Spikes and surrogate values are recomputed from ``P`` one step at a time, so the work
-    stays on step-sized tensors (cache friendly, no large temporaries).
+    stays on step-sized tensors (cache friendly, no large temporaries). Forward and backward run in the Triton kernel
+    on CUDA (``kernels/triton_neuron.py``), in the compiled C++ kernel on CPU, else in PyTorch (this code).
     """
 
     @staticmethod
     def forward(ctx, currents, threshold, leak, surrogate, order, reset):
-        layout = _cpp_layout(currents, threshold, leak, surrogate)
-        if layout is not None:
+        backend, layout = _kernel_layout(currents, threshold, leak, surrogate)
+        if backend == "triton":
+            spikes, pre_all, _ = _triton_forward(currents, threshold, leak, layout, order, reset, keep_pre=True)
+        elif backend == "cpp":
             spikes, pre_all, _ = _cpp_forward(currents, threshold, leak, layout, order, reset, keep_pre=True)
         else:
             spikes, pre_all, _ = forward_loop(currents, threshold, leak, order, reset)
-        ctx.surrogate, ctx.order, ctx.reset, ctx.layout = surrogate, order, reset, layout
+        ctx.surrogate, ctx.order, ctx.reset, ctx.backend, ctx.layout = surrogate, order, reset, backend, layout
         ctx.in_dtype = currents.dtype
         ctx.save_for_backward(pre_all, threshold, leak)
         return spikes
@@ -203,8 +207,8 @@ class FusedMultiStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes):
         pre_all, threshold, leak = ctx.saved_tensors
-        if ctx.layout is not None:
-            return _cpp_backward(ctx, grad_spikes, pre_all, threshold, leak)
+        if ctx.backend is not None:
+            return _kernel_backward(ctx, grad_spikes, pre_all, threshold, leak)
         surrogate, soft = ctx.surrogate, ctx.reset == "soft"
         integrate_first = ctx.order == "integrate-fire"
         need_th, need_lk = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
@@ -255,37 +259,90 @@ class FusedMultiStep(torch.autograd.Function):
         return grad_in, grad_threshold, grad_leak, None, None, None
 
 
-def _cpp_layout(currents, threshold, leak, surrogate):
-    """``(C, inner)`` if the compiled CPU kernel can run this call, else None.
+def _param_layout(currents, threshold, leak, surrogate):
+    """``(C, inner)`` if a compiled kernel can take these parameters, else None.
 
-    It needs CPU float32/float64 tensors of one dtype, a built-in surrogate, and threshold/leak that are scalars or
-    per-channel ``[C, 1, ..., 1]`` along dim 1 of a step.
+    It needs a built-in surrogate and threshold/leak that are scalars or per-channel ``[C, 1, ..., 1]`` along dim 1
+    of a step.
     """
-    if currents.device.type != "cpu" or currents.dtype not in (torch.float32, torch.float64):
-        return None
-    if threshold.dtype != currents.dtype or leak.dtype != currents.dtype or currents.dim() < 2:
-        return None
-    if surrogate.cpp_params() is None or type(surrogate).__name__ not in _BUILTIN_SURROGATES:
+    if currents.dim() < 2 or surrogate.cpp_params() is None or type(surrogate).__name__ not in _BUILTIN_SURROGATES:
         return None
     step_shape = currents.shape[1:]
     shapes = {tuple(threshold.shape), tuple(leak.shape)} - {()}
     if not shapes:
-        channels, inner = 1, 1
-    else:
-        if len(shapes) != 1 or len(step_shape) < 2:
-            return None
-        shape = shapes.pop()
-        channels = step_shape[1]
-        if shape[0] != channels or any(d != 1 for d in shape[1:]) or len(shape) != len(step_shape) - 1:
-            return None
-        inner = 1
-        for d in step_shape[2:]:
-            inner *= d
+        return 1, 1
+    if len(shapes) != 1 or len(step_shape) < 2:
+        return None
+    shape = shapes.pop()
+    channels = step_shape[1]
+    if shape[0] != channels or any(d != 1 for d in shape[1:]) or len(shape) != len(step_shape) - 1:
+        return None
+    inner = 1
+    for d in step_shape[2:]:
+        inner *= d
+    return channels, inner
+
+
+def _cpp_layout(currents, threshold, leak, surrogate):
+    """``(C, inner)`` if the compiled CPU kernel can run this call, else None.
+
+    It needs CPU float32/float64 tensors of one dtype and the parameters of :func:`_param_layout`.
+    """
+    if currents.device.type != "cpu" or currents.dtype not in (torch.float32, torch.float64):
+        return None
+    if threshold.dtype != currents.dtype or leak.dtype != currents.dtype:
+        return None
+    layout = _param_layout(currents, threshold, leak, surrogate)
+    if layout is None:
+        return None
     from ..kernels import cpu_kernel
 
     if cpu_kernel() is None:
         return None
-    return channels, inner
+    return layout
+
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _triton_layout(currents, threshold, leak, surrogate):
+    """``(C, inner)`` if the Triton kernel can run this call, else None.
+
+    It needs CUDA tensors on one device (float16/bfloat16/float32/float64 currents; threshold and leak of one float
+    dtype) and the parameters of :func:`_param_layout`. CPU tensors qualify only on the test opt-in
+    ``SPIKEFORGE_TRITON_INTERPRET=1`` (with ``TRITON_INTERPRET=1``); ``SPIKEFORGE_NO_TRITON=1`` or
+    ``compiled_kernels(False)`` switch the path off.
+    """
+    from .. import kernels
+
+    device = currents.device.type
+    if device != "cuda" and not (device == "cpu" and _env_flag("SPIKEFORGE_TRITON_INTERPRET")):
+        return None
+    if _env_flag("SPIKEFORGE_NO_TRITON") or kernels._STATE.get("disabled"):
+        return None
+    if currents.dtype not in _FLOATS or threshold.dtype not in _FLOATS or leak.dtype != threshold.dtype:
+        return None
+    if threshold.device != currents.device or leak.device != currents.device:
+        return None
+    layout = _param_layout(currents, threshold, leak, surrogate)
+    if layout is None:
+        return None
+    from ..kernels.triton_neuron import triton_available
+
+    return layout if triton_available(currents.device) else None
+
+
+def _kernel_layout(currents, threshold, leak, surrogate):
+    """``(backend, (C, inner))``: ``"triton"`` (CUDA), ``"cpp"`` (compiled CPU kernel) or ``(None, None)`` (PyTorch)."""
+    layout = _triton_layout(currents, threshold, leak, surrogate)
+    if layout is not None:
+        return "triton", layout
+    layout = _cpp_layout(currents, threshold, leak, surrogate)
+    return ("cpp", layout) if layout is not None else (None, None)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "") in ("1", "true", "yes")
 
 
 _BUILTIN_SURROGATES = {"PiecewiseLinear", "STDB", "FastSigmoid", "ATan", "Exponential"}
@@ -305,28 +362,42 @@ def _cpp_forward(currents, threshold, leak, layout, order, reset, keep_pre, u0=N
                                        order == "integrate-fire", reset == "soft", keep_pre, u0)
 
 
-def _cpp_backward(ctx, grad_spikes, pre_all, threshold, leak):
-    from ..kernels import cpu_kernel
+def _triton_forward(currents, threshold, leak, layout, order, reset, keep_pre, u0=None):
+    channels, inner = layout
+    return torch.ops.spikeforge.neuron_multistep_fwd(currents, _flat_param(threshold, channels),
+                                                     _flat_param(leak, channels), inner, order == "integrate-fire",
+                                                     reset == "soft", keep_pre, u0)
 
+
+def _kernel_backward(ctx, grad_spikes, pre_all, threshold, leak):
+    """Backward through the compiled kernel that ran the forward (``ctx.backend``: "triton" or "cpp")."""
     channels, inner = ctx.layout
     need_th, need_lk = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
     code, p1, p2 = ctx.surrogate.cpp_params()
-    gin, gth, glk = cpu_kernel().neuron_backward(
-        grad_spikes, pre_all, _flat_param(threshold, channels), _flat_param(leak, channels), inner,
-        ctx.order == "integrate-fire", ctx.reset == "soft", code, float(p1), float(p2), need_th, need_lk)
-    grad_threshold = _sum_to(gth, threshold) if need_th else None
-    grad_leak = _sum_to(glk, leak) if need_lk else None
+    args = (pre_all, _flat_param(threshold, channels), _flat_param(leak, channels), inner,
+            ctx.order == "integrate-fire", ctx.reset == "soft", code, float(p1), float(p2), need_th, need_lk)
+    if ctx.backend == "triton":
+        gin, gth, glk = torch.ops.spikeforge.neuron_multistep_bwd(grad_spikes, *args)
+    else:
+        from ..kernels import cpu_kernel
+
+        gin, gth, glk = cpu_kernel().neuron_backward(grad_spikes, *args)
+    grad_threshold = _sum_to(gth, threshold).to(threshold.dtype) if need_th else None
+    grad_leak = _sum_to(glk, leak).to(leak.dtype) if need_lk else None
     return gin.to(ctx.in_dtype), grad_threshold, grad_leak, None, None, None
 
 
 def run_steps(currents, threshold, leak, *, surrogate, order="integrate-fire", reset="soft", u0=None):
     """Inference only (no autograd): ``(spikes, final membrane)`` from initial membrane ``u0`` (zero if None).
 
-    Uses the compiled CPU kernel when it applies, else :func:`forward_loop`; both give identical spikes.
+    Uses the Triton kernel (CUDA) or the compiled CPU kernel when one applies, else :func:`forward_loop`; all give
+    identical spikes (float16/bfloat16 are computed in float32 by the Triton kernel).
     """
     with torch.no_grad():
-        layout = _cpp_layout(currents, threshold, leak, surrogate)
-        if layout is not None and (u0 is None or (u0.dtype == currents.dtype and u0.is_contiguous())):
+        backend, layout = _kernel_layout(currents, threshold, leak, surrogate)
+        if backend == "triton" and (u0 is None or u0.shape == currents.shape[1:]):
+            spikes, _, u = _triton_forward(currents, threshold, leak, layout, order, reset, keep_pre=False, u0=u0)
+        elif backend == "cpp" and (u0 is None or (u0.dtype == currents.dtype and u0.is_contiguous())):
             spikes, _, u = _cpp_forward(currents, threshold, leak, layout, order, reset, keep_pre=False, u0=u0)
         else:
             spikes, _, u = forward_loop(currents, threshold, leak, order, reset, u0=u0, keep_pre=False)
