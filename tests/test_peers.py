@@ -85,3 +85,101 @@ def test_report_table_tiny(peers, tmp_path):
 def test_peak_memory_subprocess(peers):
     mb = peers.peak_memory("issue9", "spikeforge", 2, batch=2, steps=1, threads=1)
     assert mb >= 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GPU mode (--device cuda)
+def test_cuda_without_gpu_exits_cleanly(tmp_path):
+    import os
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(BENCH.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, str(BENCH / "peers.py"), "--device", "cuda", "--nets", "vgg16",
+                          "--batch", "64", "--timesteps", "5", "--out", str(tmp_path / "x.md")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode != 0
+    assert "--device cuda needs a CUDA GPU" in out.stderr and "torch.cuda.is_available() is False" in out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert not (tmp_path / "x.md").exists()
+
+
+def test_neuron_path_on_cpu(peers):
+    import torch
+
+    from spikeforge.kernels import compiled_kernels
+
+    model = peers.make_impl("spikeforge", "issue9", 2, width=0.125)
+    assert peers.neuron_path(model) in ("cpp", "torch")
+    assert peers.neuron_path(model, like=torch.zeros(3, dtype=torch.float64)) in ("cpp", "torch")
+    with compiled_kernels(False):
+        assert peers.neuron_path(model) == "torch"
+    with peers.lib_context(peers.NO_TRITON):  # the Triton-off row's context
+        assert peers.neuron_path(model) == "torch"
+    assert peers.split_lib("spikingjelly[triton]") == ("spikingjelly", "triton")
+    assert peers.split_lib("snntorch") == ("snntorch", None)
+
+
+def test_sj_backend_switch_and_probe(peers):
+    pytest.importorskip("spikingjelly")
+    if peers._sj_legacy():
+        pytest.skip("legacy SpikingJelly: backend= argument, no implementation selectors")
+    sels = peers._sj_selections()
+    before = [(s._requested, s._selections) for s in sels]
+    with peers.sj_backend("triton"):
+        assert all(s._requested == "triton" for s in sels)
+        assert all(s._selections is not b[1] for s, b in zip(sels, before))
+    assert [(s._requested, s._selections) for s in sels] == before
+    # "cupy" is no SpikingJelly 2.0 backend: skipped with the reason; the CPU probe of "torch" runs
+    ok, skipped = peers.probe_sj_backends(["cupy", "torch"], "cpu")
+    assert ok == ["torch"] and "not a backend" in skipped["cupy"]
+
+
+def test_gpu_table_from_synthetic_report(peers):
+    libs = ["spikeforge", peers.NO_TRITON, "snntorch", "spikingjelly[triton]", "spikingjelly[torch]"]
+    tr = {"ann@1": 2.0, "spikeforge@5": 8.0, f"{peers.NO_TRITON}@5": 16.0, "snntorch@5": 40.0,
+          "spikingjelly[triton]@5": 10.0, "spikingjelly[torch]@5": 30.0}
+    report = {"machine": {"gpu": "GPU", "cuda": "12", "cudnn": 9, "cpu": "cpu", "torch": "2", "triton": "3",
+                          "python": "3.11"},
+              "config": {"device": "cuda", "libs": libs, "repeats": 20, "warmup": 2, "leak": 0.875,
+                         "peer_input": "once", "mem_steps": 2, "sj_skipped": {"cuda": "ImportError: not built"},
+                         "notes": []},
+              "nets": [{"net": "vgg16", "batch": 64, "train_ms": tr, "peak_mb": {k: 100.0 for k in tr},
+                        "neuron_path": {"spikeforge": "triton", peers.NO_TRITON: "torch"},
+                        "infer_ms": {"ann": 1.0, "spikeforge": 2.0},
+                        "infer_img_s": {"ann": 64000.0, "spikeforge": 32000.0},
+                        "infer_peak_mb": {"ann": 10.0, "spikeforge": 20.0}}]}
+    text = peers.table(report)
+    assert "| 5 | spikeforge (triton) | 8.00 |" in text
+    assert "| 5 | spikeforge (torch, Triton off) | 16.00 | 1.60 | 0.50 |" in text
+    assert "| 5 | SpikingJelly (triton) | 10.00 |" in text and "SpikingJelly (torch)" in text
+    assert "fastest SpikingJelly (triton) 10.00 ms -> spikeforge speedup 1.25x" in text
+    assert "Triton speedup over the PyTorch fused path 2.00x" in text
+    assert "SpikingJelly backend cuda skipped: ImportError: not built." in text
+    assert "| spikeforge (triton) | 2.00 | 32000 | 0.50 | 20 |" in text
+
+
+def test_gpu_smoke(peers):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    from spikeforge.kernels.triton_neuron import triton_available
+
+    report = peers.run(["issue9"], [2], batch=4, repeats=1, warmup=1, mem_steps=1, device="cuda")
+    res = report["nets"][0]
+    libs = report["config"]["libs"]
+    assert "spikeforge" in libs and {"ann@1", "spikeforge@2"} <= set(res["train_ms"])
+    path = res["neuron_path"]["spikeforge"]
+    if triton_available(torch.device("cuda")):
+        assert path == "triton" and peers.NO_TRITON in libs and res["neuron_path"][peers.NO_TRITON] == "torch"
+    assert all(v > 0 for v in res["train_ms"].values())
+    assert res["peak_mb"]["spikeforge@2"] > 0 and res["infer_peak_mb"]["spikeforge"] >= 0
+    text = peers.table(report)
+    assert f"spikeforge ({path})" in text and "torch.cuda.synchronize()" in text
+    if any(lib.startswith("spikingjelly[") for lib in libs):
+        assert "SpikingJelly (" in text and "fastest SpikingJelly" in text
