@@ -16,6 +16,24 @@ from pathlib import Path
 _STATE: dict = {}
 
 
+def native_arch() -> tuple[str, list[str]]:
+    """``(name suffix, flags)`` to build for this CPU's vector units (AVX2/AVX-512: about 3x faster neuron loops).
+
+    On Linux x86-64 the build uses ``-march=native`` and its cache name carries a hash of the CPU's feature flags, so
+    a cache shared with another kind of CPU is never loaded there; elsewhere the portable build is used.
+    """
+    import hashlib
+    import platform
+
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return "", []
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "", []
+    return "_" + hashlib.sha1(flags.encode()).hexdigest()[:10], ["-march=native"]
+
+
 def cpu_kernel():
     """The compiled CPU neuron module, or None when it cannot be built (or is disabled)."""
     if _STATE.get("disabled"):
@@ -29,11 +47,12 @@ def cpu_kernel():
             from torch.utils.cpp_extension import load_inline
 
             src = (Path(__file__).with_name("neuron_cpu.cpp")).read_text()
+            tag, arch = native_arch()
             module = load_inline(
-                name="spikeforge_neuron_cpu_v2",
+                name=f"spikeforge_neuron_cpu_v3{tag}",
                 cpp_sources=[src],
                 functions=["neuron_forward", "neuron_backward"],
-                extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp"],
+                extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp", *arch],
                 extra_ldflags=["-fopenmp"],
                 verbose=False,
             )
