@@ -115,6 +115,37 @@ def _check_fused_equals_reference(order, reset, surrogate, per_channel):
         assert a.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("order,reset", list(itertools.product(F.ORDERS, F.RESETS)))
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_compiled_kernel_across_blocks_threads_and_channel_runs(steps, order, reset, per_channel):
+    """More elements than one kernel block (1024), channel runs (11*13) that straddle block edges, two threads, and
+    T = 1 (where the input itself is saved for backward): spikes and all gradients equal the reference."""
+    if cpu_kernel() is None:
+        pytest.skip("no C++ compiler: the compiled kernel is unavailable")
+    g = torch.Generator().manual_seed(1)
+    shape = (steps, 5, 7, 11, 13)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 0.8 + 0.5
+    th = torch.rand(7, 1, 1, generator=g, dtype=torch.float64) + 0.5 if per_channel else torch.tensor(0.9, dtype=torch.float64)
+    lk = torch.rand(7, 1, 1, generator=g, dtype=torch.float64) * 0.5 + 0.5 if per_channel else torch.tensor(0.8, dtype=torch.float64)
+    gout = torch.randn(shape, generator=g, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = []
+        for fused in (True, False):
+            xx, tt, ll = (t.clone().requires_grad_() for t in (x, th, lk))
+            s = F.multistep(xx, tt, ll, surrogate=LIN, order=order, reset=reset, fused=fused)
+            grads = torch.autograd.grad((s * gout).sum(), [xx, tt, ll], allow_unused=True, materialize_grads=True)
+            results.append((s, grads))
+    finally:
+        torch.set_num_threads(threads)
+    (s1, g1), (s2, g2) = results
+    assert torch.equal(s1, s2)
+    for a, b, name in zip(g1, g2, ("input", "threshold", "leak")):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), name
+
+
 def test_fused_float32_module_matches_reference_through_a_conv():
     """Gradients w.r.t. weights, threshold and leak agree when the neuron sits in a real layer stack."""
     torch.manual_seed(0)

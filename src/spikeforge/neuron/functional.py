@@ -193,12 +193,19 @@ class FusedMultiStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, currents, threshold, leak, surrogate, order, reset):
         backend, layout = _kernel_layout(currents, threshold, leak, surrogate)
+        # T = 1, integrate-then-fire, zero initial state: P[0] = I[0], so the input itself is saved for backward
+        # instead of a copy of it (one store per element less, no extra memory).
+        keep = not (currents.shape[0] == 1 and order == "integrate-fire" and currents.is_contiguous()
+                    and currents.dtype in (torch.float32, torch.float64)
+                    and torch.promote_types(currents.dtype, threshold.dtype) == currents.dtype)
         if backend == "triton":
-            spikes, pre_all, _ = _triton_forward(currents, threshold, leak, layout, order, reset, keep_pre=True)
+            spikes, pre_all, _ = _triton_forward(currents, threshold, leak, layout, order, reset, keep_pre=keep)
         elif backend == "cpp":
-            spikes, pre_all, _ = _cpp_forward(currents, threshold, leak, layout, order, reset, keep_pre=True)
+            spikes, pre_all, _ = _cpp_forward(currents, threshold, leak, layout, order, reset, keep_pre=keep)
         else:
-            spikes, pre_all, _ = forward_loop(currents, threshold, leak, order, reset)
+            spikes, pre_all, _ = forward_loop(currents, threshold, leak, order, reset, keep_pre=keep)
+        if not keep:
+            pre_all = currents.detach()
         ctx.surrogate, ctx.order, ctx.reset, ctx.backend, ctx.layout = surrogate, order, reset, backend, layout
         ctx.in_dtype = currents.dtype
         ctx.save_for_backward(pre_all, threshold, leak)
