@@ -1,9 +1,12 @@
 """Training-step time of spikeforge SNNs against their ANN twin (forward + backward + SGD step).
 
-    python benchmarks/step_time.py [--net issue9|quickstart] [--timesteps 1 5 25] [--repeats 20]
+    python benchmarks/step_time.py [--net issue9|quickstart] [--timesteps 1 5 25] [--repeats 20] [--checkpoint-chunk 5]
 
 Runs are interleaved in one process (ANN, SNN T=1, SNN T=5, ... repeated), and the median is reported together with
-the ratio to ``T x`` the ANN step.
+the ratio to ``T x`` the ANN step and the bytes saved for backward by one forward (saved-tensors hook; with
+activation checkpointing these are the checkpoints' chunk inputs and what runs outside them). ``--checkpoint-chunk
+N`` adds, for every ``T > N``, the SNN trained with ``snn.checkpoint_chunk = N`` (activation checkpointing over time
+chunks of ``N`` steps).
 """
 
 from __future__ import annotations
@@ -58,6 +61,22 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
     opt.step()
 
 
+def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors one training forward saves for backward (outside checkpointed regions)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    del out
+    return total
+
+
 def time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
     """Call every ``fns[k]()`` ``warmup`` times, then round-robin ``repeats`` times; seconds per call for each key."""
     for fn in fns.values():
@@ -79,23 +98,31 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--checkpoint-chunk", type=int, default=None, metavar="N",
+                    help="also time the SNNs with activation checkpointing over chunks of N timesteps")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     x = torch.rand(input_shape(args.net, args.batch))
     y = torch.randint(0, 10, (args.batch,))
     models = {"ann": build(args.net, False, 1)}
+    steps = {"ann": 1}
     for t in args.timesteps:
         models[f"snn T={t}"] = build(args.net, True, t)
+        steps[f"snn T={t}"] = t
+        ck = args.checkpoint_chunk
+        if ck is not None and ck < t:
+            models[f"snn T={t} ck={ck}"] = build(args.net, True, t, checkpoint_chunk=ck)
+            steps[f"snn T={t} ck={ck}"] = t
+    saved = {k: saved_bytes(m, x) for k, m in models.items()}
     opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3) for k, m in models.items()}
     times = time_interleaved({k: (lambda k=k: train_step(models[k], opts[k], x, y)) for k in models}, args.repeats)
     ann = statistics.median(times["ann"])
     print(f"net={args.net} batch={args.batch} threads={torch.get_num_threads()} torch={torch.__version__}")
-    print(f"{'model':10s} {'median ms':>10s} {'ratio to T x ANN':>18s}")
+    print(f"{'model':16s} {'median ms':>10s} {'ratio to T x ANN':>18s} {'saved MB':>10s}")
     for k, v in times.items():
         med = statistics.median(v)
-        t = 1 if k == "ann" else int(k.split("=")[1])
-        print(f"{k:10s} {1000 * med:10.1f} {med / (t * ann):18.3f}")
+        print(f"{k:16s} {1000 * med:10.1f} {med / (steps[k] * ann):18.3f} {saved[k] / 2**20:10.2f}")
 
 
 if __name__ == "__main__":

@@ -260,6 +260,24 @@ def test_different_recipe_in_same_directory_is_refused(tiny_run):
             device=torch.device("cpu"), progress=False)
 
 
+def test_resume_accepts_a_run_written_before_a_config_key_existed(tmp_path):
+    """A run directory from an older version (its recipe.json lacks a key added since) resumes when the current value
+    of that key is its default, and is refused when it is not."""
+    from spikeforge.engine.stages import _check_same_recipe
+
+    recipe = parse_recipe(tiny())
+    _check_same_recipe(recipe, tmp_path)
+    old = json.loads((tmp_path / "recipe.json").read_text())
+    del old["snn"]["checkpoint_chunk"]
+    (tmp_path / "recipe.json").write_text(json.dumps(old))
+    _check_same_recipe(recipe, tmp_path)  # no error
+    (tmp_path / "recipe.json").write_text(json.dumps(old))
+    changed = tiny()
+    changed["snn"] = {**changed.get("snn", {}), "checkpoint_chunk": 2}
+    with pytest.raises(ConfigError, match="snn differs"):
+        _check_same_recipe(parse_recipe(changed), tmp_path)
+
+
 def test_rebalance_ablation_recomputes_thresholds(tiny_run, tmp_path):
     """The marked ablation re-runs balancing at the new T instead of inheriting the previous thresholds."""
     out, _ = tiny_run

@@ -41,6 +41,9 @@ class SpikingDropout(nn.Module):
 
     Input ``[T, B, ...]``; the mask has shape ``[1, B, ...]`` and is scaled by ``1 / (1 - p)`` like ``nn.Dropout``.
     Identity in eval mode. The ANN twin uses ``nn.Dropout`` at the same position.
+
+    :meth:`hold_mask` keeps the mask across calls (time chunks of one sample batch, and their recomputation under
+    activation checkpointing): the first call draws it into the given store, later calls reuse it.
     """
 
     time_aware = True
@@ -50,11 +53,24 @@ class SpikingDropout(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
+        self._held: dict | None = None
+
+    def hold_mask(self, store: dict) -> None:
+        """Take the mask from ``store`` (keyed by this module's id) if there, else draw it and put it there."""
+        self._held = store
+
+    def release_mask(self) -> None:
+        self._held = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.empty((1, *x.shape[1:]), device=x.device, dtype=x.dtype).bernoulli_(1.0 - self.p)
+        shape = (1, *x.shape[1:])
+        keep = None if self._held is None else self._held.get(id(self))
+        if keep is None or keep.shape != shape or keep.dtype != x.dtype or keep.device != x.device:
+            keep = torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(1.0 - self.p)
+            if self._held is not None:
+                self._held[id(self)] = keep
         return x * keep / (1.0 - self.p)
 
     def extra_repr(self) -> str:

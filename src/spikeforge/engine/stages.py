@@ -371,6 +371,17 @@ def run(recipe: Recipe, out_dir: Path, *, device: torch.device, data=None, progr
     return summary
 
 
+def _field_defaults(cls) -> dict:
+    """JSON-ready defaults of a config dataclass's fields that have one."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return json.loads(json.dumps(out))
+
+
 def _check_same_recipe(recipe: Recipe, out_dir: Path) -> None:
     """Refuse to resume into a directory written by a different recipe (finished stages would not match)."""
     path = out_dir / "recipe.json"
@@ -384,6 +395,9 @@ def _check_same_recipe(recipe: Recipe, out_dir: Path) -> None:
             old = None
         if old is not None:
             ignore = ("data_dir", "workers")
+            for part, cls in (("model", type(recipe.model)), ("snn", type(recipe.snn))):
+                if isinstance(old.get(part), dict):  # keys added in later versions: absent means their default
+                    old[part] = {**_field_defaults(cls), **old[part]}
             for part in ("model", "seed", "snn"):
                 if old.get(part) != current[part]:
                     raise ConfigError(f"{out_dir} holds a run of a different recipe ({part} differs); "

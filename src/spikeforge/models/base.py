@@ -3,18 +3,23 @@
 The ANN twin runs its layers as usual. The SNN twin encodes the normalized image into ``[T, B, ...]`` (direct or
 Poisson), runs the same layer list time-first (stateless layers folded into ``[T*B, ...]``, neurons looping over
 time) and reduces the readout over time. Neuron state starts from zero at every call.
+
+With ``snn.checkpoint_chunk`` a training forward runs in time chunks under activation checkpointing
+(:meth:`TwinNet._forward_checkpointed`): the gradients are exact, only the chunk-boundary membranes are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..bntt import BatchNormThroughTime
-from ..encoding import make_encoder
-from ..errors import ShapeError
+from ..encoding import PoissonEncoder, make_encoder
+from ..errors import ConfigError, ShapeError
 from ..layers import Normalize, Readout, SpikingDropout, run_sequence
 from ..neuron import SpikingNeuron
 from .spec import ModelSpec, SNNConfig
@@ -82,6 +87,9 @@ class TwinNet(nn.Module):
                 x = getattr(self, name)(x)
             return x
         steps = self.timesteps
+        ck = self.snn.checkpoint_chunk
+        if ck is not None and ck < steps and self.training and torch.is_grad_enabled():
+            return self._forward_checkpointed(x, steps, ck)
         chunk = self.snn.time_chunk
         if chunk is None or chunk >= steps or torch.is_grad_enabled():
             return self._run_time_first(self.encoder(x))
@@ -91,6 +99,77 @@ class TwinNet(nn.Module):
         for name in self.sequence_names:
             x = run_sequence(getattr(self, name), x)
         return x
+
+    def _forward_checkpointed(self, x: torch.Tensor, steps: int, chunk: int) -> torch.Tensor:
+        """Training forward over ``steps`` in chunks of ``chunk`` steps under activation checkpointing.
+
+        Each chunk (encoder, all layers, readout partial sum) runs in ``torch.utils.checkpoint``; its inputs are the
+        normalized images and every neuron's membrane at the chunk start, its outputs the readout partial and every
+        neuron's final membrane (carried differentiably, :meth:`SpikingNeuron.start_carry`). Only these boundary
+        states stay alive between forward and backward; each chunk's activations are recomputed in backward. The
+        recomputation draws the same Poisson spikes (global RNG: ``preserve_rng_state``; a seeded encoder's
+        generator is rewound) and reuses the dropout masks, which are drawn once per batch for all chunks.
+        """
+        self._check_checkpointable()
+        neurons = self.neurons()
+        readouts = [m for m in self.modules() if isinstance(m, Readout)]
+        mean = bool(readouts) and readouts[-1].mode == "mean"
+        gen = self.encoder._gen(x.device) if isinstance(self.encoder, PoissonEncoder) else None
+        masks: dict = {}  # SpikingDropout masks, shared by all chunks and their recomputation
+        total, states, done = None, [None] * len(neurons), 0
+        while done < steps:
+            length = min(chunk, steps - done)
+            last = done + length == steps  # the last chunk's final membranes are not needed
+            record = {"gen": None if gen is None else gen.get_state(), "calls": 0}
+            fn = functools.partial(self._checkpoint_chunk, length, last, record, masks, neurons, readouts)
+            part, *states = checkpoint(fn, x, *states, use_reentrant=False, preserve_rng_state=True)
+            total = part if total is None else total + part
+            done += length
+        return total / steps if mean else total
+
+    def _checkpoint_chunk(self, length, last, record, masks, neurons, readouts, x, *states):
+        """One checkpointed chunk: sets up the chunk's running state, runs it, restores everything."""
+        gen = self.encoder._gen(x.device) if record["gen"] is not None else None
+        recompute = record["calls"] > 0
+        record["calls"] += 1
+        gen_now = gen.get_state() if gen is not None else None
+        if gen is not None:
+            gen.set_state(record["gen"])
+        dropouts = [m for m in self.modules() if isinstance(m, SpikingDropout)]
+        modes = [r.mode for r in readouts]
+        try:
+            for r in readouts:
+                r.mode = "sum"
+            for d in dropouts:
+                d.hold_mask(masks)
+            for n, u in zip(neurons, states):
+                n.start_carry(u, keep_last=not last)
+            self._set_steps(length)
+            part = self._run_time_first(self.encoder(x))
+            lasts = [] if last else [n.carried_membrane if n.carried_membrane is not None else u
+                                     for n, u in zip(neurons, states)]
+        finally:
+            for r, m in zip(readouts, modes):
+                r.mode = m
+            for d in dropouts:
+                d.release_mask()
+            for n in neurons:
+                n.stop_carry()
+            self._set_steps(self.snn.timesteps)
+            if gen is not None and recompute:  # recomputation must not disturb the encoder's random stream
+                gen.set_state(gen_now)
+        return (part, *lasts)
+
+    def _check_checkpointable(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (BatchNormThroughTime, nn.modules.batchnorm._BatchNorm)) and m.training:
+                raise ConfigError("checkpoint_chunk cannot be used with batch norm in training mode: statistics "
+                                  "would be computed per chunk and running statistics updated twice; fold BN first "
+                                  "or leave checkpoint_chunk null")
+        for n in self.neurons():
+            if n.order != "integrate-fire":
+                raise ConfigError(f"checkpoint_chunk needs order 'integrate-fire', the model's neurons use "
+                                  f"{n.order!r}; leave checkpoint_chunk null")
 
     def _forward_streaming(self, x: torch.Tensor, steps: int, chunk: int) -> torch.Tensor:
         """No-grad evaluation of long ``T`` in time chunks, carrying every neuron's state between chunks."""

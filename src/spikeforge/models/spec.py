@@ -97,7 +97,11 @@ class SNNConfig:
     :mod:`spikeforge.surrogate`). ``encoding``: ``direct`` or ``poisson`` (``poisson_convention`` ``rate`` with
     ``poisson_rate``, or ``half``). ``readout``: ``sum`` or ``mean`` over time. ``fused``: fused multi-step neuron
     (fast path) or the per-step reference. ``time_chunk``: with gradients off, run long ``T`` in chunks of this many
-    steps carrying the neuron state (bounded memory).
+    steps carrying the neuron state (bounded memory). ``checkpoint_chunk``: train with activation checkpointing
+    over chunks of this many timesteps: only chunk-boundary neuron states are kept, each chunk's activations are
+    recomputed in backward; exact gradients; integrate-fire ordering only (and no spike-time surrogate such as
+    STDB); not with batch norm in training mode. Used only in training mode with gradients enabled and when it is
+    smaller than ``timesteps``.
     """
 
     timesteps: int = 5
@@ -115,6 +119,7 @@ class SNNConfig:
     readout: str = "sum"
     fused: bool = True
     time_chunk: int | None = 32
+    checkpoint_chunk: int | None = None
 
     def __post_init__(self):
         from ..encoding import CONVENTIONS
@@ -134,7 +139,16 @@ class SNNConfig:
             raise ConfigError(f"snn.threshold must be positive, got {self.threshold!r}")
         if self.time_chunk is not None and (not isinstance(self.time_chunk, int) or self.time_chunk < 1):
             raise ConfigError(f"snn.time_chunk must be a positive integer or null, got {self.time_chunk!r}")
-        get_surrogate(self.surrogate)  # validates
+        ck = self.checkpoint_chunk
+        if ck is not None and (not isinstance(ck, int) or isinstance(ck, bool) or ck < 1):
+            raise ConfigError(f"snn.checkpoint_chunk must be a positive integer or null, got {ck!r}")
+        surrogate = get_surrogate(self.surrogate)  # validates
+        if ck is not None and self.order != "integrate-fire":
+            raise ConfigError("snn.checkpoint_chunk needs order 'integrate-fire' (the chunk-boundary state of "
+                              f"'{self.order}' is not carried differentiably); set checkpoint_chunk: null")
+        if ck is not None and surrogate.needs_spike_time:
+            raise ConfigError("snn.checkpoint_chunk cannot be used with a spike-time dependent surrogate "
+                              f"({surrogate}): the time since the last spike is not carried across chunks")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

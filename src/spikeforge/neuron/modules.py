@@ -20,6 +20,9 @@ class SpikingNeuron(nn.Module):
 
     If the input has one timestep and ``timesteps > 1`` (direct encoding: the first layer's current is computed
     once), that current is applied at every step.
+
+    Two ways to carry the membrane between calls: :meth:`start_stream` (no gradients; chunked evaluation) and
+    :meth:`start_carry` (differentiable; activation checkpointing over time chunks, integrate-then-fire only).
     """
 
     time_aware = True  # receives [T, B, ...]; stateless layers run folded on [T*B, ...]
@@ -57,6 +60,7 @@ class SpikingNeuron(nn.Module):
         self.fused = fused
         self.timesteps = timesteps
         self._stream: dict | None = None
+        self._carry: dict | None = None
 
     def start_stream(self) -> None:
         """Keep the membrane state between calls (for chunked evaluation of long ``T``) until :meth:`stop_stream`."""
@@ -64,6 +68,33 @@ class SpikingNeuron(nn.Module):
 
     def stop_stream(self) -> None:
         self._stream = None
+
+    def start_carry(self, u0: torch.Tensor | None = None, keep_last: bool = True) -> None:
+        """Differentiable state carry for the next call: start from membrane ``u0`` (None = zeros; may require grad)
+        and keep the final membrane ``U[T-1]`` as :attr:`carried_membrane` (differentiable w.r.t. the input
+        currents, ``u0``, threshold and leak, with the reset path detached exactly as in the fused BPTT);
+        ``keep_last=False`` skips it (last chunk).
+
+        Integrate-then-fire only: ``u0`` is folded into the first current, ``P[0] = lambda * u0 + I[0]``, so the
+        spikes come from the unchanged multi-step core.
+        """
+        if self.order != "integrate-fire":
+            raise ConfigError(f"differentiable state carry (checkpoint_chunk) needs order 'integrate-fire', this "
+                              f"layer uses {self.order!r}")
+        if self.surrogate.needs_spike_time:
+            raise ConfigError(f"differentiable state carry (checkpoint_chunk) cannot be used with the spike-time "
+                              f"dependent surrogate {self.surrogate}: spike times are not carried between calls")
+        if self._stream is not None:
+            raise RuntimeError("start_carry inside a streaming context (start_stream); use one or the other")
+        self._carry = {"u0": u0, "u_last": None, "keep_last": keep_last}
+
+    def stop_carry(self) -> None:
+        self._carry = None
+
+    @property
+    def carried_membrane(self) -> torch.Tensor | None:
+        """Final membrane of the last call in carry mode (None outside carry mode or before a call)."""
+        return None if self._carry is None else self._carry["u_last"]
 
     def _per_step(self, p: torch.Tensor, step_dims: int) -> torch.Tensor:
         """Reshape a per-channel parameter ``[C]`` to broadcast over one step ``[B, C, *spatial]``."""
@@ -82,6 +113,8 @@ class SpikingNeuron(nn.Module):
         lk = self._per_step(self.leak, x.dim() - 1)
         if self._stream is not None:
             return self._forward_stream(x, th, lk)
+        if self._carry is not None:
+            return self._forward_carry(x, th, lk)
         return F.multistep(x, th, lk, surrogate=self.surrogate, order=self.order, reset=self.reset, fused=self.fused)
 
     def _forward_stream(self, x, th, lk):
@@ -91,6 +124,32 @@ class SpikingNeuron(nn.Module):
         st = self._stream
         spikes, st["state"] = F.run_steps(x, th, lk, surrogate=self.surrogate, order=self.order, reset=self.reset,
                                           u0=st["state"])
+        return spikes
+
+    def _forward_carry(self, x, th, lk):
+        u0 = self._carry["u0"]
+        if u0 is not None:  # P[0] = lambda * u0 + I[0]; None stands for the zero membrane
+            x = torch.cat([x[:1] + lk * u0, x[1:]])
+        spikes = F.multistep(x, th, lk, surrogate=self.surrogate, order=self.order, reset=self.reset, fused=self.fused)
+        if not self._carry["keep_last"]:
+            return spikes
+        s = spikes.detach()  # the reset path carries no gradient (as in the fused BPTT)
+        steps = x.shape[0]
+        if self.reset == "soft":
+            # U[T-1] = sum_t lambda^(T-1-t) * (I'[t] - V_th * s[t])
+            expo = torch.arange(steps - 1, -1, -1, device=x.device, dtype=lk.dtype)
+            if lk.dim() == 0 and th.dim() == 0 and x.dtype == s.dtype == lk.dtype:
+                w = torch.pow(lk, expo)  # [T]: two reductions over time, no [T, B, ...] temporaries
+                u_last = torch.tensordot(w, x, dims=1) - th * torch.tensordot(w, s, dims=1)
+            else:
+                expo = expo.view(-1, *([1] * (x.dim() - 1)))
+                u_last = (torch.pow(lk.unsqueeze(0), expo) * (x - th * s)).sum(0)
+        else:
+            # U[t] = (lambda * U[t-1] + I'[t]) * (1 - s[t]), U[-1] = 0
+            u_last = x[0] * (1.0 - s[0])
+            for t in range(1, steps):
+                u_last = (lk * u_last + x[t]) * (1.0 - s[t])
+        self._carry["u_last"] = u_last
         return spikes
 
     @torch.no_grad()
