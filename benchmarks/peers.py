@@ -828,6 +828,16 @@ def _r(a, b):
     return f"{a / b:.2f}" if a is not None and b else "-"
 
 
+
+def _net_header(out: list[str], res: dict, digits: int) -> tuple[dict, dict, float]:
+    """Append a net's header line (ANN step and peak) to ``out``; returns (train times, peaks, ANN step ms)."""
+    tr, mem = res["train_ms"], res.get("peak_mb", {})
+    ann = tr["ann@1"]
+    out.append(f"**{res['net']}** (batch {res['batch']}): ANN step {ann:.{digits}f} ms"
+               + (f", ANN peak {mem['ann@1']:.0f} MiB" if "ann@1" in mem else ""))
+    out.append("")
+    return tr, mem, ann
+
 def table(report: dict) -> str:
     """Markdown: machine, then per net the training-step table (ratios, memory) and the T=1 inference table."""
     m, c = report["machine"], report["config"]
@@ -843,11 +853,7 @@ def table(report: dict) -> str:
            f"Median of {c['repeats']} interleaved repeats ({c['warmup']} warm-up); leak {c['leak']}; peer input: "
            f"{c['peer_input']}. Peak memory not measured.", ""]
     for res in report["nets"]:
-        tr, mem = res["train_ms"], res.get("peak_mb", {})
-        ann = tr["ann@1"]
-        out.append(f"**{res['net']}** (batch {res['batch']}): ANN step {ann:.1f} ms"
-                   + (f", ANN peak {mem['ann@1']:.0f} MiB" if "ann@1" in mem else ""))
-        out.append("")
+        tr, mem, ann = _net_header(out, res, 1)
         hdr = ["T", "library", "step ms", "/ (T x ANN)"] + [f"spikeforge / {p}" for p in peers] + ["peak MiB"]
         if peers:
             hdr.append("spikeforge mem / lower peer")
@@ -910,11 +916,7 @@ def gpu_table(report: dict) -> str:
     out += list(c.get("notes") or [])
     out.append("")
     for res in report["nets"]:
-        tr, mem = res["train_ms"], res.get("peak_mb", {})
-        ann = tr["ann@1"]
-        out.append(f"**{res['net']}** (batch {res['batch']}): ANN step {ann:.2f} ms"
-                   + (f", ANN peak {mem['ann@1']:.0f} MiB" if "ann@1" in mem else ""))
-        out.append("")
+        tr, mem, ann = _net_header(out, res, 2)
         hdr = ["T", "library", "step ms", "/ (T x ANN)", "spikeforge / this", "peak MiB", "spikeforge mem / this"]
         out += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
         ts = sorted({int(k.split("@")[1]) for k in tr if not k.startswith("ann")})

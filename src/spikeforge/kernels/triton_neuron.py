@@ -92,15 +92,21 @@ if triton is not None:
             return g
 
         @triton.jit
-        def _forward_kernel(cur_ptr, thr_ptr, lk_ptr, u0_ptr, spk_ptr, pre_ptr, u_out_ptr, n, cur_stride, C, inner,
-                            steps, INTEGRATE_FIRST: tl.constexpr, SOFT: tl.constexpr, KEEP_PRE: tl.constexpr,
-                            HAS_U0: tl.constexpr, BLOCK: tl.constexpr):
-            COMPUTE: tl.constexpr = pre_ptr.dtype.element_ty
+        def _block_params(thr_ptr, lk_ptr, n, C, inner, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
+            # this program's elements, their mask, and each one's threshold and leak (channel (i // inner) % C)
             offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
             mask = offs < n
             ch = (offs // inner) % C
             th = tl.load(thr_ptr + ch, mask=mask, other=1.0).to(COMPUTE)
             lam = tl.load(lk_ptr + ch, mask=mask, other=1.0).to(COMPUTE)
+            return offs, mask, th, lam
+
+        @triton.jit
+        def _forward_kernel(cur_ptr, thr_ptr, lk_ptr, u0_ptr, spk_ptr, pre_ptr, u_out_ptr, n, cur_stride, C, inner,
+                            steps, INTEGRATE_FIRST: tl.constexpr, SOFT: tl.constexpr, KEEP_PRE: tl.constexpr,
+                            HAS_U0: tl.constexpr, BLOCK: tl.constexpr):
+            COMPUTE: tl.constexpr = pre_ptr.dtype.element_ty
+            offs, mask, th, lam = _block_params(thr_ptr, lk_ptr, n, C, inner, COMPUTE, BLOCK)
             if HAS_U0:
                 u = tl.load(u0_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
             else:
@@ -141,11 +147,7 @@ if triton is not None:
                              steps, tail, INTEGRATE_FIRST: tl.constexpr, SOFT: tl.constexpr, CODE: tl.constexpr,
                              NEED_TH: tl.constexpr, NEED_LK: tl.constexpr, BLOCK: tl.constexpr):
             COMPUTE: tl.constexpr = gin_ptr.dtype.element_ty
-            offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-            mask = offs < n
-            ch = (offs // inner) % C
-            th = tl.load(thr_ptr + ch, mask=mask, other=1.0).to(COMPUTE)
-            lam = tl.load(lk_ptr + ch, mask=mask, other=1.0).to(COMPUTE)
+            offs, mask, th, lam = _block_params(thr_ptr, lk_ptr, n, C, inner, COMPUTE, BLOCK)
             p1 = tl.load(prm_ptr)
             p2 = tl.load(prm_ptr + 1)
             if CODE == 1:  # STDB: dt[t] = t - (last spike before t), parked in grad_in[t] (forward sweep)
