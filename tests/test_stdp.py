@@ -323,6 +323,12 @@ def test_bad_stage_keys_are_config_errors(tmp_path):
         _recipe(tmp_path, net={"rule": "hebb"})
     with pytest.raises(ConfigError, match="unknown key"):
         _recipe(tmp_path, net={"tau": 3})
+    with pytest.raises(ConfigError, match="t_present"):  # a string where a number belongs: one clear error
+        _recipe(tmp_path, net={"t_present": "long"})
+    with pytest.raises(ConfigError, match=r"hardware.tile must be an integer"):
+        _recipe(tmp_path, hardware={"tile": "big"})
+    with pytest.raises(ConfigError, match="unknown key.*hardware"):
+        _recipe(tmp_path, hardware={"tiles": 64})
 
 
 def test_theta_decays_over_every_presented_images_time():

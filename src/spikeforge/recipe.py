@@ -223,6 +223,24 @@ def _typecheck(obj, where: str) -> None:
             raise ConfigError(f"{where}.{f.name} must be a mapping, got {v!r}")
 
 
+def config_from_dict(cls, d: dict | None, where: str):
+    """Build config dataclass ``cls`` from a mapping: unknown keys and wrongly typed values are one ConfigError
+    naming them (``where`` says which part of the recipe)."""
+    if d is not None and not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a mapping, got {d!r}")
+    d = dict(d or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(known)}")
+    try:
+        obj = cls(**d)
+    except (TypeError, ValueError) as exc:  # e.g. a string where __post_init__ compares or converts a number
+        raise ConfigError(f"{where}: bad value ({exc}); check the types of {sorted(d)}") from None
+    _typecheck(obj, where)
+    return obj
+
+
 def _positive(where: str, v, allow_none=True):
     if v is None and allow_none:
         return

@@ -37,15 +37,10 @@ class CrossbarModel:
     e_column_pj: float = 0.5
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "CrossbarModel":
-        from ..errors import ConfigError
+    def from_dict(cls, d: dict | None, where: str = "hardware") -> "CrossbarModel":
+        from ..recipe import config_from_dict
 
-        d = dict(d or {})
-        known = set(cls.__dataclass_fields__)
-        bad = sorted(set(d) - known)
-        if bad:
-            raise ConfigError(f"unknown hardware key(s) {bad}; allowed: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, where)
 
 
 def _bits(levels: int | None, model: CrossbarModel) -> int:

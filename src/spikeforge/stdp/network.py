@@ -138,15 +138,9 @@ class NetConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "net") -> "NetConfig":
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(known)}")
-        try:
-            return cls(**d)
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        from ..recipe import config_from_dict
+
+        return config_from_dict(cls, d, where)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

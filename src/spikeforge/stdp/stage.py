@@ -102,7 +102,7 @@ class StdpStage(StageConfig):
         if unknown:
             raise ConfigError(f"{where}.preprocess: unknown key(s) {unknown}; allowed: dog, grayscale, invert, size")
         NetConfig.from_dict({**self.net, "n_neurons": self.n_neurons}, where=f"{where}.net")
-        CrossbarModel.from_dict(self.hardware)
+        CrossbarModel.from_dict(self.hardware, where=f"{where}.hardware")
         for f in self.sweep_prune:
             if not isinstance(f, (int, float)) or not 0 <= f < 1:
                 raise ConfigError(f"{where}.sweep_prune values must be in [0, 1), got {f!r}")
