@@ -180,6 +180,10 @@ def test_recipe_validation_names_the_key():
         parse_recipe(tiny(stages=[{"name": "a", "kind": "ann"}, {"name": "a", "kind": "ann"}]))
     with pytest.raises(ConfigError, match="3 values for 2 timesteps"):
         parse_recipe(tiny(stages=[{"name": "i", "kind": "iir", "timesteps": [2, 1], "lr": [1e-3, 1e-3, 1e-3]}]))
+    r = parse_recipe(tiny(stages=[{"name": "i", "kind": "iir", "timesteps": [3, 2, 1], "max_batches": [5, 5, None]}]))
+    assert [s.max_batches for s in r.stages] == [5, 5, None]  # one cap per T, like epochs and lr
+    with pytest.raises(ConfigError, match="max_batches must be a positive integer"):
+        parse_recipe(tiny(stages=[{"name": "i", "kind": "iir", "timesteps": [2, 1], "max_batches": [0, 3]}]))
     r = parse_recipe(tiny(stages=[{"name": "a", "kind": "ann", "lr": "1e-3"}]))
     assert r.stages[0].lr == 1e-3  # YAML 1.1 reads 1e-3 as a string; accepted as a number
 
@@ -276,6 +280,34 @@ def test_resume_accepts_a_run_written_before_a_config_key_existed(tmp_path):
     changed["snn"] = {**changed.get("snn", {}), "checkpoint_chunk": 2}
     with pytest.raises(ConfigError, match="snn differs"):
         _check_same_recipe(parse_recipe(changed), tmp_path)
+    # the same for a stage key (eval_every) of a finished stage
+    (tmp_path / "recipe.json").write_text(json.dumps(old))
+    for name in ("ann", "iir-T1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text("{}")
+        (tmp_path / name / "model.pt").write_bytes(b"")
+    for st in old["stages"]:
+        st.pop("eval_every", None)
+    (tmp_path / "recipe.json").write_text(json.dumps(old))
+    _check_same_recipe(recipe, tmp_path)  # no error
+    (tmp_path / "recipe.json").write_text(json.dumps(old))
+    changed = tiny()
+    changed["stages"][0]["eval_every"] = 2
+    with pytest.raises(ConfigError, match="finished stage 'ann'"):
+        _check_same_recipe(parse_recipe(changed), tmp_path)
+
+
+def test_eval_every_skips_test_evaluation_but_not_the_last_epoch(tmp_path):
+    raw = tiny(stages=[{"name": "ann", "kind": "ann", "epochs": 3, "max_batches": 2, "eval_every": 2}])
+    run(parse_recipe(raw), tmp_path, device=torch.device("cpu"), progress=False)
+    hist = json.loads((tmp_path / "ann" / "metrics.json").read_text())["history"]
+    assert [h["test_acc"] is None for h in hist] == [True, False, False]
+    with pytest.raises(ConfigError, match="eval_every"):
+        parse_recipe(tiny(stages=[{"name": "ann", "kind": "ann", "eval_every": -1}]))
+    raw["stages"][0]["eval_every"] = 0
+    run(parse_recipe(raw), tmp_path / "b", device=torch.device("cpu"), progress=False)
+    hist = json.loads((tmp_path / "b" / "ann" / "metrics.json").read_text())["history"]
+    assert [h["test_acc"] is None for h in hist] == [True, True, False]
 
 
 def test_rebalance_ablation_recomputes_thresholds(tiny_run, tmp_path):

@@ -57,6 +57,7 @@ class TrainKeys:
 
     epochs: int = 1
     max_batches: int | None = None
+    eval_every: int = 1
     amp: bool = False
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -123,12 +124,13 @@ class SnnStage(TrainKeys, StageConfig):
 @dataclass
 class IirStage(SnnStage):
     """IIR-SNN (Chowdhury et al.): one ``snn`` sub-stage per entry of ``timesteps`` (default [5, 4, 3, 2, 1]),
-    each initialized from the previous one's weights, thresholds and leaks. ``epochs`` and ``lr`` may be lists
-    (one value per sub-stage)."""
+    each initialized from the previous one's weights, thresholds and leaks. ``epochs``, ``lr`` and ``max_batches``
+    may be lists (one value per sub-stage)."""
 
     timesteps: list[int] = field(default_factory=lambda: [5, 4, 3, 2, 1])  # type: ignore[assignment]
     epochs: Any = 1
     lr: Any = 1e-4
+    max_batches: Any = None
 
 
 def _bntt_snn() -> dict:
@@ -276,6 +278,10 @@ def parse_stage(raw: Any, index: int) -> list[StageConfig]:
         if hasattr(st, key) and kind != "iir":
             _positive(f"{where}.{key}", getattr(st, key),
                       allow_none=key in ("max_batches", "eval_batches", "curve_batches"))
+    ev = getattr(st, "eval_every", 0)
+    if not isinstance(ev, int) or isinstance(ev, bool) or ev < 0:
+        raise ConfigError(f"{where}.eval_every must be an integer >= 0 (0: test only after the last epoch), "
+                          f"got {ev!r}")
     if hasattr(st, "timesteps") and kind != "iir":
         _positive(f"{where}.timesteps", st.timesteps)
     if isinstance(st, ConvertStage):
@@ -348,15 +354,16 @@ def _expand_iir(st: IirStage, where: str) -> list[StageConfig]:
             return v
         return [v] * len(steps)
 
-    epochs, lrs = per_stage("epochs"), per_stage("lr")
+    epochs, lrs, caps = per_stage("epochs"), per_stage("lr"), per_stage("max_batches")
     subs = []
     base = {f.name: getattr(st, f.name) for f in fields(SnnStage)}
-    for i, (t, ep, lr) in enumerate(zip(steps, epochs, lrs)):
+    for i, (t, ep, lr, cap) in enumerate(zip(steps, epochs, lrs, caps)):
         raw = {**copy.deepcopy(base), "name": f"{st.name}-T{t}", "kind": "snn", "timesteps": t, "epochs": ep,
-               "lr": lr, "parent": st.name, "source": st.source if i == 0 else None}
+               "lr": lr, "max_batches": cap, "parent": st.name, "source": st.source if i == 0 else None}
         sub = SnnStage(**raw)
         _typecheck(sub, f"{where} (T={t})")
         _positive(f"{where}.epochs", sub.epochs)
+        _positive(f"{where}.max_batches", sub.max_batches)
         try:
             sub.optim()
         except ConfigError as exc:

@@ -102,7 +102,8 @@ def run_ann(stage: AnnStage, ctx: Context) -> dict:
     header = _header(stage, ctx)
     res = fit(model, ctx.data, stage.optim(), epochs=stage.epochs, stage_dir=ctx.stage_dir, device=ctx.device,
               seed=r.seed, stage_index=ctx.index, header=header, max_batches=stage.max_batches,
-              eval_batches=stage.eval_batches, amp=stage.amp, progress=ctx.progress, desc=stage.name)
+              eval_batches=stage.eval_batches, eval_every=stage.eval_every, amp=stage.amp, progress=ctx.progress,
+              desc=stage.name)
     return finish(stage, ctx, model, {"test_acc": res.final_eval["acc"], "epochs": stage.epochs,
                                       "seconds": res.seconds, "history": res.history})
 
@@ -224,7 +225,7 @@ def train_snn(stage: SnnStage, ctx: Context) -> tuple[TwinNet, dict]:
     header = _header(stage, ctx)
     res = fit(model, ctx.data, stage.optim(), epochs=stage.epochs, stage_dir=ctx.stage_dir, device=ctx.device,
               seed=ctx.recipe.seed, stage_index=ctx.index, header=header, max_batches=stage.max_batches,
-              eval_batches=stage.eval_batches, amp=stage.amp, progress=ctx.progress,
+              eval_batches=stage.eval_batches, eval_every=stage.eval_every, amp=stage.amp, progress=ctx.progress,
               desc=f"{stage.name} T={model.timesteps}")
     ev = res.final_eval
     metrics = {"kind": "iir" if stage.parent else "snn", "test_acc": ev["acc"], "epochs": stage.epochs,
@@ -403,6 +404,8 @@ def _check_same_recipe(recipe: Recipe, out_dir: Path) -> None:
                     raise ConfigError(f"{out_dir} holds a run of a different recipe ({part} differs); "
                                       "use another --out directory or delete this one")
             for i, (a, b) in enumerate(zip(old.get("stages", []), current["stages"])):
+                if isinstance(a, dict):
+                    a = {**_field_defaults(type(recipe.stages[i])), **a}
                 if a != b and stage_finished(out_dir / b["name"]):
                     raise ConfigError(f"{out_dir}: finished stage {b['name']!r} was run with other settings; "
                                       "use another --out directory or delete that stage's directory")

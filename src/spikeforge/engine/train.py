@@ -175,12 +175,14 @@ def fit(
     header: dict | None = None,
     max_batches: int | None = None,
     eval_batches: int | None = None,
+    eval_every: int = 1,
     amp: bool = False,
     progress: bool = True,
     desc: str = "train",
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` for ``epochs`` epochs on ``data.train``, evaluating on ``data.test`` after each one.
+    """Train ``model`` for ``epochs`` epochs on ``data.train``, evaluating on ``data.test`` after every
+    ``eval_every``-th epoch (0: none) and always after the last one (skipped epochs record ``test_acc: None``).
 
     Resumes from ``stage_dir/last.pt`` when it exists (the epoch count, optimizer and scheduler come back).
     """
@@ -236,22 +238,25 @@ def fit(
                 bar.set_postfix(post)
                 bar.update()
         bar.close()
-        ev = evaluate(model, data.test, device, max_batches=eval_batches, progress=progress, desc="test")
+        tested = epoch + 1 == epochs or (eval_every > 0 and (epoch + 1) % eval_every == 0)
+        ev = evaluate(model, data.test, device, max_batches=eval_batches, progress=progress, desc="test") \
+            if tested else None
         seconds += time.time() - t0
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "test_acc": ev["acc"], "test_loss": ev["loss"], "lr": opt.param_groups[0]["lr"],
-               "seconds": seconds}
+               "test_acc": ev["acc"] if ev else None, "test_loss": ev["loss"] if ev else None,
+               "lr": opt.param_groups[0]["lr"], "seconds": seconds}
         if mon.layers:
             rec["train_spike_rate"] = mon.mean_rate()
-            rec["test_spike_rate"] = ev["spike_rate"]["mean"]
+            rec["test_spike_rate"] = ev["spike_rate"]["mean"] if ev else None
         history.append(rec)
         if dinfo.enabled:  # report the global training loss and accuracy
             loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], device)
             rec.update(train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1))
         if progress:
-            extra = f", spikes/neuron {rec['test_spike_rate']:.3f}" if mon.layers else ""
+            extra = f", spikes/neuron {rec['test_spike_rate']:.3f}" if mon.layers and ev else ""
+            test = f", test acc {ev['acc']:.4f}" if ev else ""
             tqdm.write(f"  [{desc}] epoch {epoch + 1}/{epochs}: loss {rec['train_loss']:.4f}, "
-                       f"train acc {rec['train_acc']:.4f}, test acc {ev['acc']:.4f}{extra} ({seconds:.0f} s)")
+                       f"train acc {rec['train_acc']:.4f}{test}{extra} ({seconds:.0f} s)")
         train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
                        "history": history, "seconds": seconds}
         if dinfo.is_main:
