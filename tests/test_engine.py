@@ -281,7 +281,6 @@ def test_resume_accepts_a_run_written_before_a_config_key_existed(tmp_path):
     with pytest.raises(ConfigError, match="snn differs"):
         _check_same_recipe(parse_recipe(changed), tmp_path)
     # the same for a stage key (eval_every) of a finished stage
-    (tmp_path / "recipe.json").write_text(json.dumps(old))
     for name in ("ann", "iir-T1"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.json").write_text("{}")
@@ -302,8 +301,10 @@ def test_eval_every_skips_test_evaluation_but_not_the_last_epoch(tmp_path):
     run(parse_recipe(raw), tmp_path, device=torch.device("cpu"), progress=False)
     hist = json.loads((tmp_path / "ann" / "metrics.json").read_text())["history"]
     assert [h["test_acc"] is None for h in hist] == [True, False, False]
-    with pytest.raises(ConfigError, match="eval_every"):
+    with pytest.raises(ConfigError, match="eval_every must be an integer >= 0"):
         parse_recipe(tiny(stages=[{"name": "ann", "kind": "ann", "eval_every": -1}]))
+    with pytest.raises(ConfigError, match="eval_every must be an integer, got 'often'"):
+        parse_recipe(tiny(stages=[{"name": "ann", "kind": "ann", "eval_every": "often"}]))
     raw["stages"][0]["eval_every"] = 0
     run(parse_recipe(raw), tmp_path / "b", device=torch.device("cpu"), progress=False)
     hist = json.loads((tmp_path / "b" / "ann" / "metrics.json").read_text())["history"]

@@ -243,11 +243,13 @@ def config_from_dict(cls, d: dict | None, where: str):
     return obj
 
 
-def _positive(where: str, v, allow_none=True):
+def _positive(where: str, v, allow_none=True, minimum: int = 1, hint: str = ""):
+    """An integer >= ``minimum`` (None allowed when ``allow_none``), else one ConfigError naming the key."""
     if v is None and allow_none:
         return
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ConfigError(f"{where} must be a positive integer, got {v!r}")
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{where} must be {what}{hint}, got {v!r}")
 
 
 def parse_stage(raw: Any, index: int) -> list[StageConfig]:
@@ -278,10 +280,9 @@ def parse_stage(raw: Any, index: int) -> list[StageConfig]:
         if hasattr(st, key) and kind != "iir":
             _positive(f"{where}.{key}", getattr(st, key),
                       allow_none=key in ("max_batches", "eval_batches", "curve_batches"))
-    ev = getattr(st, "eval_every", 0)
-    if not isinstance(ev, int) or isinstance(ev, bool) or ev < 0:
-        raise ConfigError(f"{where}.eval_every must be an integer >= 0 (0: test only after the last epoch), "
-                          f"got {ev!r}")
+    if hasattr(st, "eval_every"):
+        _positive(f"{where}.eval_every", st.eval_every, allow_none=False, minimum=0,
+                  hint=" (0: test only after the last epoch)")
     if hasattr(st, "timesteps") and kind != "iir":
         _positive(f"{where}.timesteps", st.timesteps)
     if isinstance(st, ConvertStage):
