@@ -95,7 +95,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_time import build, input_shape, time_interleaved, train_step  # noqa: E402
 
-from spikeforge.layers import Readout  # noqa: E402
+from spikeforge.nn.layers import Readout  # noqa: E402
 from spikeforge.neuron import SpikingNeuron  # noqa: E402
 
 NETS = ("issue9", "vgg16", "quickstart")

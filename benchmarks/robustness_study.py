@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from spikeforge.attacks import EOTPGD, FGSM, PGD, GaussianNoise, describe_model
+from spikeforge.analysis.attacks import EOTPGD, FGSM, PGD, GaussianNoise, describe_model
 from spikeforge.data import DataConfig, build_data
 from spikeforge.engine.checkpoint import load_checkpoint
 from spikeforge.errors import ConfigError
@@ -84,7 +84,7 @@ def train_source(run_dir: Path, work: Path, ann_header: dict, data_dir, log) -> 
     """An ANN of the same architecture as the run's, trained independently (seed 1, one epoch): the black-box
     source (Sharmin et al. use a second, independently trained checkpoint)."""
     from spikeforge.engine.stages import run
-    from spikeforge.recipe import parse_recipe
+    from spikeforge.engine.recipe import parse_recipe
 
     m = ann_header["model"]
     recipe = {"name": "robustness-source", "seed": 1, "device": "cpu",

@@ -9,11 +9,11 @@ import os
 import pytest
 import torch
 
-from spikeforge.attacks import (EOTPGD, FGSM, PGD, GaussianNoise, add_attack_parser, attack_surrogate,
+from spikeforge.analysis.attacks import (EOTPGD, FGSM, PGD, GaussianNoise, add_attack_parser, attack_surrogate,
                                 input_gradient, make_attack, parse_values, robustness, robustness_table)
 from spikeforge.errors import ConfigError, ShapeError
 from spikeforge.models import create_model
-from spikeforge.surrogate import ATan, FastSigmoid, PiecewiseLinear
+from spikeforge.neuron.surrogate import ATan, FastSigmoid, PiecewiseLinear
 
 TINY = dict(num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[32])
 HAS_MNIST = os.path.isdir(os.path.join(os.environ.get("SPIKEFORGE_DATA", ""), "mnist"))

@@ -11,8 +11,9 @@ import torch
 import yaml
 from torch import nn
 
-from spikeforge.bntt import BatchNormThroughTime, exit_time, gamma_profile
-from spikeforge.convert import ann_to_snn
+from spikeforge.nn.bntt import BatchNormThroughTime
+from spikeforge.methods.bntt_exit import exit_time, gamma_profile
+from spikeforge.methods.convert import ann_to_snn
 from spikeforge.errors import ConfigError, ConversionError, ShapeError
 from spikeforge.models import ModelSpec, SNNConfig, create_model
 
@@ -180,7 +181,7 @@ def test_bad_bntt_configurations():
     ann = create_model("vgg9_bntt", in_channels=1, input_size=28, width=0.125)
     with pytest.raises(ConversionError, match="from scratch"):
         ann_to_snn(ann, SNNConfig(timesteps=2))
-    from spikeforge.recipe import parse_recipe
+    from spikeforge.engine.recipe import parse_recipe
 
     base = {"name": "x", "data": {"dataset": "mnist"}, "model": {"arch": "vgg9_bntt"},
             "stages": [{"name": "b", "kind": "bntt", "exit_threshold": -1}]}

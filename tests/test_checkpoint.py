@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from spikeforge.errors import ConfigError
-from spikeforge.layers import SpikingDropout
+from spikeforge.nn.layers import SpikingDropout
 from spikeforge.models import SNNConfig, create_model
 from spikeforge.models import base as base_mod
 from spikeforge.neuron import SpikingNeuron

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from spikeforge.convert import ann_to_snn, balance_thresholds, check_convertible, fold_batchnorm, percentile_value
+from spikeforge.methods.convert import ann_to_snn, balance_thresholds, check_convertible, fold_batchnorm, percentile_value
 from spikeforge.errors import ConversionError
 from spikeforge.models import SNNConfig, create_model
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from spikeforge.energy import (PRESETS, EnergyCosts, add_energy_parser, count_ops, energy_from_counts,
+from spikeforge.analysis.energy import (PRESETS, EnergyCosts, add_energy_parser, count_ops, energy_from_counts,
                                energy_report, energy_table, get_costs, stage_energy_metrics)
 from spikeforge.errors import ConfigError
-from spikeforge.layers import fold
+from spikeforge.nn.layers import fold
 from spikeforge.models import create_model
 from spikeforge.neuron import SpikingNeuron
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 import yaml
 
-from spikeforge.cli import main
+from spikeforge.app.cli import main
 from spikeforge.engine.checkpoint import load_checkpoint, load_raw, save_checkpoint
 from spikeforge.engine.stages import run
 from spikeforge.errors import CheckpointError, ConfigError
 from spikeforge.models import create_model
-from spikeforge.recipe import load_recipe, parse_recipe
+from spikeforge.engine.recipe import load_recipe, parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

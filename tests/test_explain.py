@@ -1,4 +1,4 @@
-"""SAM and Grad-CAM (spikeforge.explain): golden NCS values, shapes, hooks, pytorch-grad-cam parity, CLI."""
+"""SAM and Grad-CAM (spikeforge.analysis.explain): golden NCS values, shapes, hooks, pytorch-grad-cam parity, CLI."""
 
 from __future__ import annotations
 
@@ -13,19 +13,18 @@ from torch import nn
 
 from spikeforge import create_model
 from spikeforge.errors import ConfigError, ShapeError
-from spikeforge.explain import (
+from spikeforge.analysis.explain import (
     SAM,
     GradCAM,
-    add_explain_parser,
     default_layer,
     fgsm,
-    find_ann_twin,
     layer_names,
     neuronal_contribution,
     pearson,
     resolve_layer,
     sam_maps,
 )
+from spikeforge.app.explain_cmd import add_explain_parser, find_ann_twin
 
 TINY = dict(num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[32])
 TINY_RES = dict(num_classes=10, in_channels=3, input_size=16, width=0.0625)

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from spikeforge.encoding import PoissonEncoder
+from spikeforge.nn.encoders import PoissonEncoder
 from spikeforge.errors import ConfigError, ShapeError
-from spikeforge.layers import SpikingDropout
+from spikeforge.nn.layers import SpikingDropout
 from spikeforge.models import SNNConfig, create_model, list_models
-from spikeforge.monitor import SpikeMonitor
+from spikeforge.analysis.monitor import SpikeMonitor
 
 SMALL = dict(num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[32])
 

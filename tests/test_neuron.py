@@ -11,7 +11,7 @@ from spikeforge.errors import ConfigError, ShapeError
 from spikeforge.kernels import compiled_kernels, cpu_kernel
 from spikeforge.neuron import SpikingNeuron
 from spikeforge.neuron import functional as F
-from spikeforge.surrogate import ATan, FastSigmoid, PiecewiseLinear, STDB, get_surrogate
+from spikeforge.neuron.surrogate import ATan, FastSigmoid, PiecewiseLinear, STDB, get_surrogate
 
 LIN = PiecewiseLinear()
 

@@ -11,7 +11,7 @@ import torch
 
 from spikeforge.engine.stages import run
 from spikeforge.models import build_model
-from spikeforge.recipe import load_recipe
+from spikeforge.engine.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = ["cifar10-vgg16-hybrid", "cifar10-vgg16-diet", "cifar10-vgg16-iir", "cifar100-vgg16-iir",
@@ -21,7 +21,7 @@ BNTT = ["cifar10-vgg9-bntt", "cifar100-vgg11-bntt", "tinyimagenet-vgg11-bntt"]
 
 @pytest.mark.parametrize("name", BNTT)
 def test_bntt_paper_models_build(name):
-    from spikeforge.bntt import bntt_layers
+    from spikeforge.nn.bntt import bntt_layers
 
     r = load_recipe(REPO / "recipes" / f"{name}.yaml")
     st = r.stages[0]

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 import torch
 
-from spikeforge.energy import stage_energy_metrics
+from spikeforge.analysis.energy import stage_energy_metrics
 from spikeforge.models import create_model
-from spikeforge.report import write_run_plots, write_run_report
+from spikeforge.app.report import write_run_plots, write_run_report
 
 TINY = dict(num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[32])
 PNGS = ("accuracy_vs_timesteps.png", "spike_rates.png", "energy_per_layer.png")
@@ -28,7 +28,7 @@ def _snn_stage(name, kind, steps, acc, seconds):
 
 
 def _rates(model, x):
-    from spikeforge.monitor import SpikeMonitor
+    from spikeforge.analysis.monitor import SpikeMonitor
 
     with torch.no_grad(), SpikeMonitor(model) as mon:
         model(x)

@@ -10,14 +10,14 @@ import torch
 
 from spikeforge.engine.stages import run
 from spikeforge.errors import CheckpointError, ConfigError
-from spikeforge.recipe import parse_recipe
-from spikeforge.stdp import network as nw
-from spikeforge.stdp.hardware import CrossbarModel, crossbar_cost
-from spikeforge.stdp.learn import assign_labels, predict, train_batch
-from spikeforge.stdp.network import DiehlCook, NetConfig
-from spikeforge.stdp.prune import level_values, prune_lowest, pruned_fraction, quantize
-from spikeforge.stdp.rules import apply_update, weight_update
-from spikeforge.stdp.stage import load_stdp, preprocess
+from spikeforge.engine.recipe import parse_recipe
+from spikeforge.methods.stdp import network as nw
+from spikeforge.methods.stdp.hardware import CrossbarModel, crossbar_cost
+from spikeforge.methods.stdp.learn import assign_labels, predict, train_batch
+from spikeforge.methods.stdp.network import DiehlCook, NetConfig
+from spikeforge.methods.stdp.prune import level_values, prune_lowest, pruned_fraction, quantize
+from spikeforge.methods.stdp.rules import apply_update, weight_update
+from spikeforge.engine.stdp_stage import load_stdp, preprocess
 
 
 def one_neuron(model, w, **kw):
@@ -278,7 +278,7 @@ def test_stdp_stage_runs_through_the_engine_and_resumes(tmp_path, monkeypatch):
     assert {(round(r["pruned"], 2), r["levels"]) for r in m["sweep"]} >= {(0.5, None), (0.75, 4)}
 
     # interrupted run: fail after 5 training batches (checkpoints every 8 images = 2 batches), then resume
-    import spikeforge.stdp.stage as st
+    import spikeforge.engine.stdp_stage as st
 
     calls = {"n": 0}
     real = st.train_batch

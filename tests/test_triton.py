@@ -19,7 +19,7 @@ import torch
 
 import spikeforge
 from spikeforge.neuron import functional as F
-from spikeforge.surrogate import ATan, Exponential, FastSigmoid, PiecewiseLinear, STDB
+from spikeforge.neuron.surrogate import ATan, Exponential, FastSigmoid, PiecewiseLinear, STDB
 
 SURROGATES = {"linear": PiecewiseLinear(), "stdb": STDB(), "fast_sigmoid": FastSigmoid(), "atan": ATan(),
               "exp": Exponential()}
@@ -204,7 +204,7 @@ def test_missing_triton_falls_back():
         "import torch\n"
         "from spikeforge.kernels import triton_neuron as T\n"
         "from spikeforge.neuron import functional as F\n"
-        "from spikeforge.surrogate import PiecewiseLinear\n"
+        "from spikeforge.neuron.surrogate import PiecewiseLinear\n"
         "assert not T.triton_available() and not T.triton_available('cpu') and T.unavailable_reason()\n"
         "x = torch.rand(3, 2, 4, requires_grad=True)\n"
         "th = torch.tensor(0.5)\n"

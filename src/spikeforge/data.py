@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, DataError
+from spikeforge.errors import ConfigError, DataError
 
 __all__ = [
     "DATASETS",

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
-from ..models import ModelSpec, SNNConfig, TwinNet, build_model
+from spikeforge.errors import CheckpointError
+from spikeforge.models import ModelSpec, SNNConfig, TwinNet, build_model
 
 FORMAT = "spikeforge-checkpoint"
 VERSION = 1

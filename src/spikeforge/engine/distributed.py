@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
+from spikeforge.errors import ConfigError
 
 
 @dataclass(frozen=True)

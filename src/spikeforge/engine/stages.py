@@ -16,16 +16,16 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..convert import ann_to_snn, balance_thresholds
-from ..energy import stage_energy_metrics
-from ..errors import CheckpointError, ConfigError
-from ..models import SNNConfig, TwinNet, build_model
-from ..monitor import SpikeMonitor
-from ..recipe import AnnStage, BnttStage, ConvertStage, Recipe, SnnStage, StageConfig
-from .checkpoint import MODEL_FILE, RESUME_FILE, atomic_write_json, load_checkpoint, save_checkpoint
-from .distributed import barrier, local_batch_size
-from .distributed import info as dist_info
-from .train import evaluate, fit, seed_everything
+from spikeforge.methods.convert import ann_to_snn, balance_thresholds
+from spikeforge.analysis.energy import stage_energy_metrics
+from spikeforge.errors import CheckpointError, ConfigError
+from spikeforge.models import SNNConfig, TwinNet, build_model
+from spikeforge.analysis.monitor import SpikeMonitor
+from spikeforge.engine.recipe import AnnStage, BnttStage, ConvertStage, Recipe, SnnStage, StageConfig
+from spikeforge.engine.checkpoint import MODEL_FILE, RESUME_FILE, atomic_write_json, load_checkpoint, save_checkpoint
+from spikeforge.engine.distributed import barrier, local_batch_size
+from spikeforge.engine.distributed import info as dist_info
+from spikeforge.engine.train import evaluate, fit, seed_everything
 
 METRICS_FILE = "metrics.json"
 
@@ -244,7 +244,7 @@ def train_snn(stage: SnnStage, ctx: Context) -> tuple[TwinNet, dict]:
 @register_runner("bntt")
 def run_bntt(stage: BnttStage, ctx: Context) -> dict:
     """BNTT from scratch, then the early-exit analysis: gamma profile, exit time, accuracy against exit time."""
-    from ..bntt import exit_time, gamma_profile, plot_gammas
+    from spikeforge.methods.bntt_exit import exit_time, gamma_profile, plot_gammas
 
     if stage.init == "scratch" and not ctx.recipe.model.bntt:
         raise ConfigError(f"stage {stage.name!r} (bntt) needs a BNTT model: set model.bntt: true or use "
@@ -280,7 +280,7 @@ def _energy_batches(stage, steps: int = 1) -> int:
 @register_runner("attack")
 def run_attack(stage, ctx: Context) -> dict:
     """White-box (and black-box, noise) robustness of the input model; writes a table, JSON and a plot."""
-    from ..attacks import describe_model, plot_robustness, robustness, robustness_table
+    from spikeforge.analysis.attacks import describe_model, plot_robustness, robustness, robustness_table
 
     t0 = time.time()
     model, head = _load_previous(ctx, stage)
@@ -323,7 +323,7 @@ def stage_finished(stage_dir: Path) -> bool:
 def run(recipe: Recipe, out_dir: Path, *, device: torch.device, data=None, progress: bool = True,
         on_stage_end: Callable[[dict], None] | None = None) -> dict:
     """Run (or resume) every stage of ``recipe`` into ``out_dir``; returns the summary."""
-    from ..data import build_data
+    from spikeforge.data import build_data
 
     out_dir = Path(out_dir)
     dinfo = dist_info()
@@ -415,4 +415,4 @@ def _check_same_recipe(recipe: Recipe, out_dir: Path) -> None:
     atomic_write_json(path, current)
 
 
-from ..stdp import stage as _stdp_stage  # noqa: E402,F401  (registers the 'stdp' stage kind and runner)
+from spikeforge.engine import stdp_stage as _stdp_stage  # noqa: E402,F401  (registers the stdp stage kind)

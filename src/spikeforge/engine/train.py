@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from ..models import TwinNet
-from ..monitor import SpikeMonitor
-from .checkpoint import RESUME_FILE, load_raw, save_checkpoint
-from .distributed import all_reduce_sum, barrier, wrap
-from .distributed import info as dist_info
+from spikeforge.errors import ConfigError
+from spikeforge.models import TwinNet
+from spikeforge.analysis.monitor import SpikeMonitor
+from spikeforge.engine.checkpoint import RESUME_FILE, load_raw, save_checkpoint
+from spikeforge.engine.distributed import all_reduce_sum, barrier, wrap
+from spikeforge.engine.distributed import info as dist_info
 
 GROUPS = ("weights", "threshold", "leak")
 

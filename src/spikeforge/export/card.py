@@ -71,7 +71,7 @@ def _sha256(path: Path) -> str:
 def card_data(path: str | Path, model: nn.Module, *, fmt: str, header: dict | None = None,
               metrics: dict | None = None, checkpoint: str | Path | None = None, export: dict | None = None) -> dict:
     """The card as a dict (see the module docstring)."""
-    from .. import __version__
+    from spikeforge import __version__
 
     path = Path(path)
     header = header or {}

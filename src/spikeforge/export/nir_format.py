@@ -62,11 +62,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..layers import Normalize
-from ..neuron import functional as F
-from ..surrogate import get_surrogate
-from .trace import Op, neuron_params, trace_model
+from spikeforge.errors import ConfigError
+from spikeforge.nn.layers import Normalize
+from spikeforge.neuron import functional as F
+from spikeforge.neuron.surrogate import get_surrogate
+from spikeforge.export.trace import Op, neuron_params, trace_model
 
 FORMAT = "spikeforge-nir"
 VERSION = 1
@@ -307,7 +307,7 @@ def to_nir(model: nn.Module, *, dt: float = 1.0, allow_inexact: bool = False, re
     if inexact:
         warnings.warn("NIR export is inexact for other NIR tools (spikeforge's from_nir is exact):\n  - "
                       + "\n  - ".join(inexact), InexactExportWarning, stacklevel=2)
-    from .. import __version__
+    from spikeforge import __version__
 
     info = {
         "format": FORMAT, "version": VERSION, "spikeforge_version": __version__,
@@ -351,7 +351,7 @@ def write_nir(model: nn.Module, path: str | Path, *, card: bool = True, header: 
         if os.path.exists(tmp):
             os.unlink(tmp)
     if card:
-        from .card import write_card
+        from spikeforge.export.card import write_card
 
         info = graph_info(graph)
         write_card(path, model, fmt="nir", header=header, metrics=metrics, checkpoint=checkpoint,
@@ -471,7 +471,7 @@ def from_nir(graph_or_path, *, generic: bool = False, dt: float | None = None, t
 
 def _twin_from_graph(graph, info: dict) -> nn.Module:
     nir = _require_nir()
-    from ..models import ModelSpec, SNNConfig, build_model
+    from spikeforge.models import ModelSpec, SNNConfig, build_model
 
     if info.get("version", 0) > VERSION:
         raise ConfigError(f"the graph was written by a newer spikeforge (format version {info['version']})")

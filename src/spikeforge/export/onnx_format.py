@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from .trace import trace_model
+from spikeforge.errors import ConfigError
+from spikeforge.export.trace import trace_model
 
 OPSET = 17
 IR_VERSION = 8
@@ -164,7 +164,7 @@ def build_onnx(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, 
         initializer=inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="spikeforge")
     proto.ir_version = IR_VERSION
-    from .. import __version__
+    from spikeforge import __version__
 
     meta = {"format": "spikeforge-onnx", "version": 1, "spikeforge_version": __version__,
             "model": model.spec.to_dict(), "snn": model.snn.to_dict() if spiking else None,
@@ -203,7 +203,7 @@ def to_onnx(model: nn.Module, path: str | Path, example: torch.Tensor | None = N
     if check and example is not None and importlib.util.find_spec("onnxruntime") is not None:
         checks = check_onnx(path, model, example)
     if card:
-        from .card import write_card
+        from spikeforge.export.card import write_card
 
         write_card(path, model, fmt="onnx", header=header, metrics=metrics, checkpoint=checkpoint,
                    export={"opset": opset, "kind": "snn-t1" if getattr(model, "spiking", False) else "ann",
@@ -227,7 +227,7 @@ def onnx_session(path: str | Path, threads: int | None = None):
 @torch.no_grad()
 def torch_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(logits, {neuron layer name: spikes [B, ...]})`` of a PyTorch twin on ``x`` (spikes of a T=1 SNN)."""
-    from ..neuron import SpikingNeuron
+    from spikeforge.neuron import SpikingNeuron
 
     spikes: dict[str, torch.Tensor] = {}
     hooks = []

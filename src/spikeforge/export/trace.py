@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..layers import Normalize, Readout, SpikingDropout
-from ..neuron import SpikingNeuron
+from spikeforge.errors import ConfigError
+from spikeforge.nn.layers import Normalize, Readout, SpikingDropout
+from spikeforge.neuron import SpikingNeuron
 
 KINDS = ("input", "normalize", "conv", "bn", "neuron", "relu", "pool", "adaptive_pool", "flatten", "linear",
          "readout")
@@ -76,7 +76,7 @@ class _Tracer:
 
     def module(self, m: nn.Module, name: str, prev: str) -> str:
         """Trace ``m`` (named ``name``) reading ``prev``; returns the name of the op holding its output."""
-        from ..models.resnet import BasicBlock
+        from spikeforge.models.resnet import BasicBlock
 
         shape = self.shape_of(prev)
         if isinstance(m, (nn.Identity, nn.Dropout, SpikingDropout)):

@@ -17,12 +17,12 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..bntt import BatchNormThroughTime
-from ..encoding import PoissonEncoder, make_encoder
-from ..errors import ConfigError, ShapeError
-from ..layers import Normalize, Readout, SpikingDropout, run_sequence
-from ..neuron import SpikingNeuron
-from .spec import ModelSpec, SNNConfig
+from spikeforge.nn.bntt import BatchNormThroughTime
+from spikeforge.nn.encoders import PoissonEncoder, make_encoder
+from spikeforge.errors import ConfigError, ShapeError
+from spikeforge.nn.layers import Normalize, Readout, SpikingDropout, run_sequence
+from spikeforge.neuron import SpikingNeuron
+from spikeforge.models.spec import ModelSpec, SNNConfig
 
 
 class TwinNet(nn.Module):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import ConfigError
-from .base import TwinNet
-from .resnet import BLOCKS, ResNet
-from .spec import ModelSpec, SNNConfig
-from .vgg import CFGS, VGG
+from spikeforge.errors import ConfigError
+from spikeforge.models.base import TwinNet
+from spikeforge.models.resnet import BLOCKS, ResNet
+from spikeforge.models.spec import ModelSpec, SNNConfig
+from spikeforge.models.vgg import CFGS, VGG
 
 MODELS: dict[str, Callable[[ModelSpec, SNNConfig | None], TwinNet]] = {}
 for _name in CFGS:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from spikeforge.errors import ConfigError
 
-from ..layers import fold
-from .base import TwinNet
-from .spec import ModelSpec, SNNConfig
-from .vgg import init_weights
+from spikeforge.nn.layers import fold
+from spikeforge.models.base import TwinNet
+from spikeforge.models.spec import ModelSpec, SNNConfig
+from spikeforge.models.vgg import init_weights
 
 BLOCKS = {"resnet12": [1, 1, 1, 1], "resnet20": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
 

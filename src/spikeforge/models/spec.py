@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..errors import ConfigError
+from spikeforge.errors import ConfigError
 
 
 def _check_keys(cls, data: dict, where: str) -> None:
@@ -94,7 +94,7 @@ class SNNConfig:
     ``reset``: ``soft`` (subtract threshold) or ``hard``. ``threshold``/``leak``: initial values for every layer
     (conversion overwrites thresholds). ``learn_threshold``/``learn_leak``: make them trainable.
     ``per_channel``: one threshold/leak per channel instead of per layer. ``surrogate``: name or mapping (see
-    :mod:`spikeforge.surrogate`). ``encoding``: ``direct`` or ``poisson`` (``poisson_convention`` ``rate`` with
+    :mod:`spikeforge.neuron.surrogate`). ``encoding``: ``direct`` or ``poisson`` (``poisson_convention`` ``rate`` with
     ``poisson_rate``, or ``half``). ``readout``: ``sum`` or ``mean`` over time. ``fused``: fused multi-step neuron
     (fast path) or the per-step reference. ``time_chunk``: with gradients off, run long ``T`` in chunks of this many
     steps carrying the neuron state (bounded memory). ``checkpoint_chunk``: train with activation checkpointing
@@ -122,9 +122,9 @@ class SNNConfig:
     checkpoint_chunk: int | None = None
 
     def __post_init__(self):
-        from ..encoding import CONVENTIONS
-        from ..neuron.functional import ORDERS, RESETS
-        from ..surrogate import get_surrogate
+        from spikeforge.nn.encoders import CONVENTIONS
+        from spikeforge.neuron.functional import ORDERS, RESETS
+        from spikeforge.neuron.surrogate import get_surrogate
 
         if not isinstance(self.timesteps, int) or self.timesteps < 1:
             raise ConfigError(f"snn.timesteps must be a positive integer, got {self.timesteps!r}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import TwinNet
-from .spec import ModelSpec, SNNConfig
+from spikeforge.models.base import TwinNet
+from spikeforge.models.spec import ModelSpec, SNNConfig
 
 CFGS: dict[str, tuple[list, list[int]]] = {
     "vgg4": ([64, "A", 128, "A"], [1024]),

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..surrogate import NEVER_SPIKED, Surrogate
+from spikeforge.neuron.surrogate import NEVER_SPIKED, Surrogate
 
 ORDERS = ("integrate-fire", "fire-integrate")
 RESETS = ("soft", "hard")
@@ -302,7 +302,7 @@ def _cpp_layout(currents, threshold, leak, surrogate):
     layout = _param_layout(currents, threshold, leak, surrogate)
     if layout is None:
         return None
-    from ..kernels import cpu_kernel
+    from spikeforge.kernels import cpu_kernel
 
     if cpu_kernel() is None:
         return None
@@ -320,7 +320,7 @@ def _triton_layout(currents, threshold, leak, surrogate):
     ``SPIKEFORGE_TRITON_INTERPRET=1`` (with ``TRITON_INTERPRET=1``); ``SPIKEFORGE_NO_TRITON=1`` or
     ``compiled_kernels(False)`` switch the path off.
     """
-    from .. import kernels
+    from spikeforge import kernels
 
     device = currents.device.type
     if device != "cuda" and not (device == "cpu" and _env_flag("SPIKEFORGE_TRITON_INTERPRET")):
@@ -334,7 +334,7 @@ def _triton_layout(currents, threshold, leak, surrogate):
     layout = _param_layout(currents, threshold, leak, surrogate)
     if layout is None:
         return None
-    from ..kernels.triton_neuron import triton_available
+    from spikeforge.kernels.triton_neuron import triton_available
 
     return layout if triton_available(currents.device) else None
 
@@ -360,7 +360,7 @@ def _flat_param(p: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def _cpp_forward(currents, threshold, leak, layout, order, reset, keep_pre, u0=None):
-    from ..kernels import cpu_kernel
+    from spikeforge.kernels import cpu_kernel
 
     channels, inner = layout
     if not currents[0].is_contiguous():
@@ -386,7 +386,7 @@ def _kernel_backward(ctx, grad_spikes, pre_all, threshold, leak):
     if ctx.backend == "triton":
         gin, gth, glk = torch.ops.spikeforge.neuron_multistep_bwd(grad_spikes, *args)
     else:
-        from ..kernels import cpu_kernel
+        from spikeforge.kernels import cpu_kernel
 
         gin, gth, glk = cpu_kernel().neuron_backward(grad_spikes, *args)
     grad_threshold = _sum_to(gth, threshold).to(threshold.dtype) if need_th else None

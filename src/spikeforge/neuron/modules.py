@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ShapeError
-from ..surrogate import Surrogate, get_surrogate
-from . import functional as F
-from .functional import ORDERS, RESETS
+from spikeforge.errors import ConfigError, ShapeError
+from spikeforge.neuron.surrogate import Surrogate, get_surrogate
+from spikeforge.neuron import functional as F
+from spikeforge.neuron.functional import ORDERS, RESETS
 
 
 class SpikingNeuron(nn.Module):

@@ -6,7 +6,7 @@ import argparse
 import warnings
 from pathlib import Path
 
-from ..errors import ConfigError
+from spikeforge.errors import ConfigError
 
 FORMATS = ("nir", "onnx")
 
@@ -52,8 +52,8 @@ def export_cli(args) -> int:
     """``spikeforge export``: load the checkpoint, write the file and its card, print what was written."""
     import torch
 
-    from ..engine.checkpoint import load_checkpoint, resolve_checkpoint
-    from .card import card_paths
+    from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from spikeforge.export.card import card_paths
 
     fmt = _format(args)
     path = resolve_checkpoint(args.checkpoint)
@@ -62,7 +62,7 @@ def export_cli(args) -> int:
     out = Path(args.out) if args.out else path.parent / f"model.{fmt}"
     card = not args.no_card
     if fmt == "nir":
-        from .nir_format import InexactExportWarning, write_nir
+        from spikeforge.export.nir_format import InexactExportWarning, write_nir
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InexactExportWarning)
@@ -75,7 +75,7 @@ def export_cli(args) -> int:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         print(f"wrote {out} (NIR, dt={args.dt})")
     else:
-        from .onnx_format import to_onnx
+        from spikeforge.export.onnx_format import to_onnx
 
         spec = model.spec
         gen = torch.Generator().manual_seed(0)

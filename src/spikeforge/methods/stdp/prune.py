@@ -5,7 +5,7 @@ before the neuron, so the lowest weights of a neuron mark its least correlated i
 excitatory neuron keeps its ``(1 - fraction)`` highest-weight inputs; the others are removed with a persistent
 binary mask (a pruned synapse never returns: the mask only loses entries and the weight stays 0 under STDP and
 normalization). The neuron's normalization target shrinks by the weight fraction it lost
-(:meth:`~spikeforge.stdp.network.DiehlCook.prune_to`): re-normalizing the survivors to the full sum 78 instead
+(:meth:`~spikeforge.methods.stdp.network.DiehlCook.prune_to`): re-normalizing the survivors to the full sum 78 instead
 redistributes the pruned weight onto them and cost 3 points of accuracy at 50% pruning in our measurement.
 The surviving weights are then quantized to ``levels`` conductance values, evenly spaced from 0 to
 ``w_max`` (``range: wmax``, one set of device levels for the whole crossbar) or from 0 to each neuron's largest
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
+from spikeforge.errors import ConfigError
 
 
 @torch.no_grad()

@@ -22,16 +22,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..engine.checkpoint import (FORMAT, MODEL_FILE, RESUME_FILE, VERSION, atomic_write_bytes, atomic_write_json,
+from spikeforge.engine.checkpoint import (FORMAT, MODEL_FILE, RESUME_FILE, VERSION, atomic_write_bytes, atomic_write_json,
                                  load_raw)
-from ..engine.stages import METRICS_FILE, Context, register_runner
-from ..errors import CheckpointError, ConfigError
-from ..models import register_model
-from ..recipe import StageConfig, register_stage_kind
-from .hardware import CrossbarModel, compare, crossbar_cost
-from .learn import assign_labels, predict, respond, train_batch
-from .network import DiehlCook, NetConfig
-from .prune import prune_lowest, pruned_fraction, quantize
+from spikeforge.engine.stages import METRICS_FILE, Context, register_runner
+from spikeforge.errors import CheckpointError, ConfigError
+from spikeforge.models import register_model
+from spikeforge.engine.recipe import StageConfig, register_stage_kind
+from spikeforge.methods.stdp.hardware import CrossbarModel, compare, crossbar_cost
+from spikeforge.methods.stdp.learn import assign_labels, predict, respond, train_batch
+from spikeforge.methods.stdp.network import DiehlCook, NetConfig
+from spikeforge.methods.stdp.prune import prune_lowest, pruned_fraction, quantize
 
 
 @dataclass
@@ -49,10 +49,10 @@ class StdpStage(StageConfig):
     pruned fraction rises linearly to ``prune_fraction``, reached at ``prune_end`` (a fraction of all training
     images); ``levels``: quantize the surviving weights to this many levels (range ``quant_range``: wmax or neuron;
     ``quant_rounding``: ``nearest``, or ``sum`` = largest-remainder rounding that keeps each neuron's total weight,
-    see :func:`~spikeforge.stdp.prune.quantize`) at the same times and at the end. ``sweep_prune`` / ``sweep_levels``: after training, also evaluate the final
+    see :func:`~spikeforge.methods.stdp.prune.quantize`) at the same times and at the end. ``sweep_prune`` / ``sweep_levels``: after training, also evaluate the final
     network pruned/quantized further (post-hoc, relabeled on the labeling images). ``preprocess``: image preparation
     (``grayscale``, ``size``, ``dog``: [sigma1, sigma2] difference-of-Gaussians edge filter, ``invert``) for
-    non-MNIST data. ``hardware``: :class:`~spikeforge.stdp.hardware.CrossbarModel` overrides. ``compare``: an
+    non-MNIST data. ``hardware``: :class:`~spikeforge.methods.stdp.hardware.CrossbarModel` overrides. ``compare``: an
     earlier ``stdp`` stage whose accuracy and crossbar cost this one is compared with.
     """
 
@@ -355,7 +355,7 @@ def run_stdp(stage: StdpStage, ctx: Context) -> dict:
                                                                   if k not in ("hardware", "sweep")}})
     if stage.plots:
         try:
-            from .plots import plot_receptive_fields, plot_sweep
+            from spikeforge.methods.stdp.plots import plot_receptive_fields, plot_sweep
 
             plot_receptive_fields(net.W, shape, ctx.stage_dir / "receptive_fields.png", ev["assignments"])
             if sweep:

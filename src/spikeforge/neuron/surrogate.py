@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .errors import ConfigError
+from spikeforge.errors import ConfigError
 
 #: Last-spike time given to a neuron that has not spiked yet (hybrid reference code: -1000).
 NEVER_SPIKED = -1000.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .neuron import SpikingNeuron
+from spikeforge.neuron import SpikingNeuron
 
 
 class SpikeMonitor:

@@ -29,10 +29,10 @@ from typing import Any
 
 import yaml
 
-from .data import DATASETS, DataConfig
-from .engine.train import OptimConfig
-from .errors import ConfigError
-from .models import ModelSpec, SNNConfig
+from spikeforge.data import DATASETS, DataConfig
+from spikeforge.engine.train import OptimConfig
+from spikeforge.errors import ConfigError
+from spikeforge.models import ModelSpec, SNNConfig
 
 _OPTIM_FIELDS = {f.name for f in fields(OptimConfig)}
 
@@ -144,7 +144,7 @@ class BnttStage(SnnStage):
 
     Reference recipe: SGD lr 0.3, momentum 0.9, weight decay 1e-4, lr / 10 at 50/70/90% of the epochs; Poisson
     input (p = |x|/2), leak 0.95 (CIFAR-10) or 0.99, threshold 1.0 fixed, mean readout. After training, the
-    early-exit time is chosen from the learned gammas (:func:`spikeforge.bntt.exit_time` with
+    early-exit time is chosen from the learned gammas (:func:`spikeforge.nn.bntt.exit_time` with
     ``exit_threshold``), and accuracy against exit time (1..T) is recorded.
     """
 
@@ -163,7 +163,7 @@ class BnttStage(SnnStage):
 
 @dataclass
 class AttackStage(StageConfig):
-    """Robustness of the previous (or ``source``) stage's model (Sharmin et al.; see :mod:`spikeforge.attacks`).
+    """Robustness of the previous (or ``source``) stage's model (Sharmin et al.; see :mod:`spikeforge.analysis.attacks`).
 
     ``attack``: fgsm, pgd or eotpgd; ``eps``: list of values (numbers or "8/255" strings); ``black_box``: name of an
     earlier stage whose model crafts transfer attacks; ``noise``: Gaussian sigmas; ``snn``: evaluate a variant of an
@@ -321,7 +321,7 @@ def parse_stage(raw: Any, index: int) -> list[StageConfig]:
 
 
 def _check_attack_stage(st: AttackStage, where: str) -> None:
-    from .attacks import parse_values
+    from spikeforge.analysis.attacks import parse_values
 
     if st.attack not in ("fgsm", "pgd", "eotpgd"):
         raise ConfigError(f"{where}.attack must be fgsm, pgd or eotpgd, got {st.attack!r}")
@@ -456,7 +456,7 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
     for k, v in defaults.items():
         mraw.setdefault(k, v)
     model = ModelSpec.from_dict(mraw, where="model")
-    from .models import MODELS
+    from spikeforge.models import MODELS
 
     if model.arch not in MODELS:
         raise ConfigError(f"model.arch {model.arch!r} is unknown; available: {sorted(MODELS)}")
@@ -487,7 +487,7 @@ def load_recipe(path: str | Path, sets: list[str] | None = None) -> Recipe:
     """Read a YAML recipe file, apply ``--set`` edits and validate it."""
     p = Path(path)
     if not p.is_file():
-        bundled = Path(__file__).resolve().parents[2] / "recipes" / p.name
+        bundled = Path(__file__).resolve().parents[3] / "recipes" / p.name
         if bundled.is_file():
             p = bundled
         else:

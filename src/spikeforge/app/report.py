@@ -8,7 +8,7 @@ Reads the run's ``summary.json`` (``{"recipe": name, "stages": [metrics, ...]}``
   ``eval_timesteps``), the trained SNN stages as points at their ``T``, the ANN accuracy as a horizontal line;
 * spike rate per neuron layer per stage (``metrics["spike_rate"]``: spikes per neuron per inference);
 * energy per layer, ANN against SNN (``metrics["energy"]["layers"]`` written by
-  :func:`spikeforge.energy.stage_energy_metrics`), with the membrane read/write term stacked on the SNN bars, and
+  :func:`spikeforge.analysis.energy.stage_energy_metrics`), with the membrane read/write term stacked on the SNN bars, and
   a table of energy totals per stage.
 
 Each plot is also written as a PNG beside the page. Missing pieces (an ANN-only run, stages without energy) leave
@@ -27,7 +27,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from spikeforge.errors import ConfigError
 
 REPORT_FILE = "report.html"
 ACC_PNG = "accuracy_vs_timesteps.png"

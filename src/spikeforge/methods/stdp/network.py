@@ -21,7 +21,7 @@ those spikes and fire; their inhibition reaches the excitatory layer one step la
 
 Batching (a deviation, docs/stdp.md): ``present`` simulates a batch of images at once, each with its own neuron state,
 all with the same weights; the input->excitatory weights stay fixed during one presentation and the STDP updates of
-all the batch's images are added to the weights after it (see :mod:`spikeforge.stdp.rules`). Adaptive thresholds
+all the batch's images are added to the weights after it (see :mod:`spikeforge.methods.stdp.rules`). Adaptive thresholds
 rise per image during the presentation and the sum of all images' rises is added to ``theta`` afterwards.
 
 Rest phase: instead of simulating 150 ms without input, every presentation starts from the resting state (v at
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from spikeforge.errors import ConfigError
 
 # Defaults of the current-based variant (BindsNET DiehlAndCook2015), used where the config leaves a field None.
 _CURRENT = {"w_ei": 22.5, "w_ie": 17.5, "theta_init": 0.0, "offset": 0.0, "v_reset_e": -60.0, "norm": 78.4}
@@ -138,7 +138,7 @@ class NetConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "net") -> "NetConfig":
-        from ..recipe import config_from_dict
+        from spikeforge.engine.recipe import config_from_dict
 
         return config_from_dict(cls, d, where)
 
@@ -165,7 +165,7 @@ def cpu_kernel():
                                  extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp"],
                                  extra_ldflags=["-fopenmp"], verbose=False)
         except Exception as exc:  # no compiler, no ninja, read-only cache ...
-            warnings.warn(f"spikeforge.stdp: compiled simulation loop unavailable ({type(exc).__name__}); "
+            warnings.warn(f"spikeforge.methods.stdp: compiled simulation loop unavailable ({type(exc).__name__}); "
                           "using the PyTorch loop", RuntimeWarning, stacklevel=2)
         _KERNEL["module"] = module
     return _KERNEL["module"]

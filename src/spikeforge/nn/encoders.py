@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from spikeforge.errors import ConfigError
 
 CONVENTIONS = ("rate", "half")
 

@@ -60,9 +60,9 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .monitor import SpikeMonitor
-from .neuron import SpikingNeuron
+from spikeforge.errors import ConfigError
+from spikeforge.analysis.monitor import SpikeMonitor
+from spikeforge.neuron import SpikingNeuron
 
 PJ = 1e-12
 DEFAULT_E_MEM = 10 * PJ
@@ -579,9 +579,9 @@ def add_energy_parser(subparsers) -> argparse.ArgumentParser:
 
 def energy_cli(args) -> int:
     """``spikeforge energy``: load a checkpoint, count on its test set, print the table, write the JSON."""
-    from .cli import pick_device
-    from .data import DataConfig, build_data
-    from .engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from spikeforge.app.cli import pick_device
+    from spikeforge.data import DataConfig, build_data
+    from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint
 
     if args.batches is not None and args.batches < 1:
         raise ConfigError(f"--batches must be a positive integer, got {args.batches}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError, SpikeforgeError
+from spikeforge.errors import ConfigError, SpikeforgeError
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -42,9 +42,9 @@ def summary_table(summary: dict) -> str:
 
 
 def cmd_run(args) -> int:
-    from .engine.distributed import setup as setup_distributed
-    from .engine.stages import run
-    from .recipe import load_recipe
+    from spikeforge.engine.distributed import setup as setup_distributed
+    from spikeforge.engine.stages import run
+    from spikeforge.engine.recipe import load_recipe
 
     sets = list(args.set or [])
     if args.data_dir:
@@ -64,7 +64,7 @@ def cmd_run(args) -> int:
     print()
     print(summary_table(summary))
     try:
-        from .report import write_run_plots
+        from spikeforge.app.report import write_run_plots
 
         for path in write_run_plots(out, summary):
             print(f"wrote {path}")
@@ -75,10 +75,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .data import DataConfig, build_data
-    from .engine.checkpoint import load_checkpoint, resolve_checkpoint
-    from .engine.stages import accuracy_over_time
-    from .engine.train import evaluate
+    from spikeforge.data import DataConfig, build_data
+    from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from spikeforge.engine.stages import accuracy_over_time
+    from spikeforge.engine.train import evaluate
 
     if args.timesteps and min(args.timesteps) < 1:
         raise ConfigError(f"--timesteps must be positive integers, got {args.timesteps}")
@@ -120,7 +120,7 @@ def cmd_eval(args) -> int:
 
 def _early_exit_steps(model, head: dict, threshold: float) -> list[int]:
     """BNTT early exit: the exit time from the checkpoint's learned gammas (threshold < 0: the stage's own)."""
-    from .bntt import exit_time, gamma_profile
+    from spikeforge.methods.bntt_exit import exit_time, gamma_profile
 
     if not model.spiking or not model.spec.bntt:
         raise ConfigError("--early-exit applies to BNTT SNN checkpoints (model.bntt: true)")
@@ -132,7 +132,7 @@ def _early_exit_steps(model, head: dict, threshold: float) -> list[int]:
 
 
 def cmd_models(args) -> int:
-    from .models import list_models
+    from spikeforge.models import list_models
 
     print("\n".join(list_models()))
     return 0
@@ -167,16 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the result to this JSON file")
     e.set_defaults(func=cmd_eval)
 
-    from .energy import add_energy_parser
+    from spikeforge.analysis.energy import add_energy_parser
 
     add_energy_parser(sub)
-    from .attacks import add_attack_parser
+    from spikeforge.analysis.attacks import add_attack_parser
 
     add_attack_parser(sub)
-    from .explain import add_explain_parser
+    from spikeforge.app.explain_cmd import add_explain_parser
 
     add_explain_parser(sub)
-    from .export import add_export_parser
+    from spikeforge.app.export_cmd import add_export_parser
 
     add_export_parser(sub)
 

@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from .network import DiehlCook, NetConfig, csr
+from spikeforge.methods.stdp.network import DiehlCook, NetConfig, csr
 
 
 def trace_after(spikes: torch.Tensor, tau: float, dt: float, mode: str = "nearest") -> torch.Tensor:

@@ -21,7 +21,7 @@ What one call does:
 Input-gradient estimators (``grad_estimator=``):
 
 * ``"bptt"``: autograd through the whole model. With Poisson input it passes the encoder straight-through
-  (``d s / d x = d E[s] / d x``, see :mod:`spikeforge.encoding`); with direct input or an ANN it is the exact gradient.
+  (``d s / d x = d E[s] / d x``, see :mod:`spikeforge.nn.encoders`); with direct input or an ANN it is the exact gradient.
 * ``"sharmin"``: the reference method of Sharmin et al. (ECCV 2020, methods.md §5.3): the gradients of the loss with
   respect to the first layer's output (the membrane input of the first neurons) are summed over all ``T`` steps and
   passed back through that layer only (``conv_transpose`` with its weights ``W_1``), as if every step's input spikes
@@ -50,9 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, ShapeError
-from .neuron import SpikingNeuron
-from .surrogate import get_surrogate
+from spikeforge.errors import ConfigError, ShapeError
+from spikeforge.neuron import SpikingNeuron
+from spikeforge.neuron.surrogate import get_surrogate
 
 __all__ = [
     "ATTACKS",
@@ -229,7 +229,7 @@ class Attack:
     """Base class of the attacks: ``adv = attack(images, labels)``.
 
     ``surrogate``: attack-time surrogate for every spiking neuron (name such as ``"atan"``, a dict or a
-    :class:`~spikeforge.surrogate.Surrogate`; None keeps the model's). ``grad_estimator``: ``auto``, ``bptt`` or
+    :class:`~spikeforge.neuron.surrogate.Surrogate`; None keeps the model's). ``grad_estimator``: ``auto``, ``bptt`` or
     ``sharmin`` (module docstring). ``model_training``: craft in the model's current mode instead of eval mode.
     ``seed``: reseed the random start, the Poisson draws and random targets at every call (reproducible; the
     caller's random state is untouched). Subclasses implement :meth:`perturb`.
@@ -644,7 +644,7 @@ def _pct(v: float | None) -> str:
 
 def robustness_table(result: dict) -> str:
     """Plain-text table of a :func:`robustness` result: one row per epsilon (and per noise sigma)."""
-    from .cli import _table
+    from spikeforge.app.cli import _table
 
     models = result["models"]
     has_src = "source" in models
@@ -776,9 +776,9 @@ def add_attack_parser(subparsers) -> argparse.ArgumentParser:
 
 def attack_cli(args) -> int:
     """``spikeforge attack``: load the checkpoint(s), run :func:`robustness`, print, write JSON and PNG."""
-    from .cli import pick_device
-    from .data import DataConfig, build_data
-    from .engine.checkpoint import atomic_write_json, load_checkpoint, resolve_checkpoint
+    from spikeforge.app.cli import pick_device
+    from spikeforge.data import DataConfig, build_data
+    from spikeforge.engine.checkpoint import atomic_write_json, load_checkpoint, resolve_checkpoint
 
     eps = parse_values(args.eps, "--eps")
     noise = parse_values(args.noise, "--noise", high=math.inf) if args.noise is not None else []

@@ -17,8 +17,8 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import ConfigError
-from .maps import NORMALIZE, SAM, VARIANTS, GradCAM, default_layer, fgsm, pearson, resolve_layer
+from spikeforge.errors import ConfigError
+from spikeforge.analysis.explain.maps import NORMALIZE, SAM, VARIANTS, GradCAM, default_layer, fgsm, pearson, resolve_layer
 
 DATA_HELP = "dataset directory (default: $SPIKEFORGE_DATA, else ~/.cache/spikeforge/data)"
 
@@ -69,7 +69,7 @@ def find_ann_twin(checkpoint: str | Path) -> Path | None:
     The run directory is the parent of the stage directory; its ``summary.json`` lists the stages with their
     ``kind``. The checkpoint's own stage is skipped.
     """
-    from ..engine.checkpoint import MODEL_FILE, resolve_checkpoint
+    from spikeforge.engine.checkpoint import MODEL_FILE, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint).resolve()
     run_dir = path.parent.parent
@@ -102,10 +102,10 @@ def _num(x: float) -> float | None:
 
 def explain_cli(args) -> int:
     """``spikeforge explain``: load the checkpoint (and the ANN twin), explain N test images, write PNGs + JSON."""
-    from ..cli import pick_device
-    from ..data import DataConfig, build_data
-    from ..encoding import PoissonEncoder
-    from ..engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from spikeforge.app.cli import pick_device
+    from spikeforge.data import DataConfig, build_data
+    from spikeforge.nn.encoders import PoissonEncoder
+    from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint
 
     _check_positive("--images", args.images)
     _check_positive("--start", args.start, 0)
@@ -211,7 +211,7 @@ def explain_cli(args) -> int:
         if ann is not None:
             cons["ann_gradcam"] = pearson(clean["ann_map"], adv["ann_map"]).tolist()
 
-    from .panels import overview_figure, sample_figure
+    from spikeforge.analysis.explain.panels import overview_figure, sample_figure
 
     files, records = [], []
     labels = y.cpu().tolist()

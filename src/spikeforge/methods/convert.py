@@ -18,9 +18,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
-from .errors import ConversionError
-from .models import ModelSpec, SNNConfig, TwinNet, build_model
-from .neuron import SpikingNeuron
+from spikeforge.errors import ConversionError
+from spikeforge.models import ModelSpec, SNNConfig, TwinNet, build_model
+from spikeforge.neuron import SpikingNeuron
 
 _ALLOWED_ACT = (nn.ReLU,)
 _BAD_MODULES = (

@@ -2,11 +2,10 @@
 
 ``SAM(snn, target_layers=[...])(images)`` and ``GradCAM(model, target_layers=[...])(images, targets)`` return maps
 per timestep ``[T, B, H, W]`` with their reduction over time in ``.summed``; ``spikeforge explain`` draws them
-(:mod:`spikeforge.explain.command`). See :mod:`spikeforge.explain.maps` for the definitions.
+(:mod:`spikeforge.app.explain_cmd`). See :mod:`spikeforge.analysis.explain.maps` for the definitions.
 """
 
-from .command import add_explain_parser, explain_cli, find_ann_twin
-from .maps import (
+from spikeforge.analysis.explain.maps import (
     SAM,
     GradCAM,
     default_layer,
@@ -22,11 +21,8 @@ from .maps import (
 __all__ = [
     "SAM",
     "GradCAM",
-    "add_explain_parser",
     "default_layer",
-    "explain_cli",
     "fgsm",
-    "find_ann_twin",
     "layer_names",
     "minmax",
     "neuronal_contribution",

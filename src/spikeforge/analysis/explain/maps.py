@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..neuron import SpikingNeuron
+from spikeforge.errors import ConfigError
+from spikeforge.neuron import SpikingNeuron
 
 VARIANTS = ("paper", "reference")
 NORMALIZE = ("step", "sequence", "none")

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from .network import DiehlCook
-from .rules import apply_update, weight_update
+from spikeforge.methods.stdp.network import DiehlCook
+from spikeforge.methods.stdp.rules import apply_update, weight_update
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ class CrossbarModel:
 
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "hardware") -> "CrossbarModel":
-        from ..recipe import config_from_dict
+        from spikeforge.engine.recipe import config_from_dict
 
         return config_from_dict(cls, d, where)
 
