@@ -24,7 +24,7 @@ from spikeforge.analysis.explain import (
     resolve_layer,
     sam_maps,
 )
-from spikeforge.app.explain_cmd import add_explain_parser, find_ann_twin
+from spikeforge.app.commands.explain import add_explain_parser, find_ann_twin
 
 TINY = dict(num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[32])
 TINY_RES = dict(num_classes=10, in_channels=3, input_size=16, width=0.0625)

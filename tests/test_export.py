@@ -510,7 +510,7 @@ def _stage(tmp_path, model, metrics: dict | None):
 
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="spikeforge")
-    from spikeforge.app.export_cmd import add_export_parser
+    from spikeforge.app.commands.export import add_export_parser
 
     add_export_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -644,7 +644,7 @@ def _pct(v: float | None) -> str:
 
 def robustness_table(result: dict) -> str:
     """Plain-text table of a :func:`robustness` result: one row per epsilon (and per noise sigma)."""
-    from spikeforge.app.cli import _table
+    from spikeforge.utils import text_table as _tt; _table = lambda rows, head: _tt(head, rows)
 
     models = result["models"]
     has_src = "source" in models
@@ -776,7 +776,7 @@ def add_attack_parser(subparsers) -> argparse.ArgumentParser:
 
 def attack_cli(args) -> int:
     """``spikeforge attack``: load the checkpoint(s), run :func:`robustness`, print, write JSON and PNG."""
-    from spikeforge.app.cli import pick_device
+    from spikeforge.app.common import pick_device
     from spikeforge.data import DataConfig, build_data
     from spikeforge.engine.checkpoint import atomic_write_json, load_checkpoint, resolve_checkpoint
 

@@ -579,7 +579,7 @@ def add_energy_parser(subparsers) -> argparse.ArgumentParser:
 
 def energy_cli(args) -> int:
     """``spikeforge energy``: load a checkpoint, count on its test set, print the table, write the JSON."""
-    from spikeforge.app.cli import pick_device
+    from spikeforge.app.common import pick_device
     from spikeforge.data import DataConfig, build_data
     from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from spikeforge.errors import CheckpointError
+from spikeforge.utils import atomic_write_bytes, atomic_write_json, json_default  # noqa: F401  (re-exported)
 from spikeforge.models import ModelSpec, SNNConfig, TwinNet, build_model
 
 FORMAT = "spikeforge-checkpoint"
@@ -24,45 +24,12 @@ MODEL_FILE = "model.pt"
 RESUME_FILE = "last.pt"
 
 
-def atomic_write_bytes(path: Path, writer) -> None:
-    """Write a file through ``writer(fileobj)`` into a temp file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; give the usual permissions
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
-    atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
-
-
-def _json_default(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
 def save_checkpoint(path: Path, model: TwinNet, header: dict | None = None, train_state: dict | None = None) -> None:
     """Save ``model`` (its spec, SNN config and weights) with an extra ``header`` and optional ``train_state``."""
     head = dict(header or {})
     head["model"] = model.spec.to_dict()
     head["snn"] = model.snn.to_dict() if model.spiking else None
-    json.dumps(head, default=_json_default)  # the header must stay JSON-like (weights_only loading)
+    json.dumps(head, default=json_default)  # the header must stay JSON-like (weights_only loading)
     payload = {"format": FORMAT, "version": VERSION, "header": head, "state_dict": model.state_dict()}
     if train_state is not None:
         payload["train_state"] = train_state

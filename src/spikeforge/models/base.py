@@ -243,6 +243,20 @@ class TwinNet(nn.Module):
         self.snn.timesteps = int(steps)
         self._set_steps(int(steps))
 
+    @contextlib.contextmanager
+    def at_timesteps(self, steps: int):
+        """Run at ``steps`` timesteps inside the block, then restore the model's own ``timesteps``::
+
+            with model.at_timesteps(1):
+                logits = model(images)
+        """
+        old = self.timesteps
+        self.timesteps = steps
+        try:
+            yield self
+        finally:
+            self.timesteps = old
+
     def _set_steps(self, steps: int) -> None:
         self.encoder.timesteps = steps
         for n in self.neurons():

@@ -2,7 +2,7 @@
 
 ``SAM(snn, target_layers=[...])(images)`` and ``GradCAM(model, target_layers=[...])(images, targets)`` return maps
 per timestep ``[T, B, H, W]`` with their reduction over time in ``.summed``; ``spikeforge explain`` draws them
-(:mod:`spikeforge.app.explain_cmd`). See :mod:`spikeforge.analysis.explain.maps` for the definitions.
+(:mod:`spikeforge.app.commands.explain`). See :mod:`spikeforge.analysis.explain.maps` for the definitions.
 """
 
 from spikeforge.analysis.explain.maps import (

@@ -102,7 +102,7 @@ def _num(x: float) -> float | None:
 
 def explain_cli(args) -> int:
     """``spikeforge explain``: load the checkpoint (and the ANN twin), explain N test images, write PNGs + JSON."""
-    from spikeforge.app.cli import pick_device
+    from spikeforge.app.common import pick_device
     from spikeforge.data import DataConfig, build_data
     from spikeforge.nn.encoders import PoissonEncoder
     from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint

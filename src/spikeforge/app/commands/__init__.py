@@ -1,0 +1,1 @@
+"""One module per ``spikeforge`` verb, each with ``add_parser(subparsers)``."""

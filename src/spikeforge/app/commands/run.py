@@ -1,0 +1,64 @@
+"""``spikeforge run``: run or resume the stages of a recipe."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from spikeforge.app.common import pick_device
+from spikeforge.engine.distributed import setup as setup_distributed
+from spikeforge.engine.recipe import load_recipe
+from spikeforge.engine.stages import run
+from spikeforge.app.report import write_run_plots
+from spikeforge.utils import text_table
+
+DATA_HELP = "dataset directory (default: $SPIKEFORGE_DATA, else ~/.cache/spikeforge/data)"
+
+
+def summary_table(summary: dict) -> str:
+    rows = []
+    for st in summary["stages"]:
+        rate = (st.get("spike_rate") or {}).get("mean")
+        rows.append([st["stage"], st["kind"], "-" if st.get("timesteps") is None else st["timesteps"],
+                     f"{100 * st['test_acc']:.2f}%", "-" if rate is None else f"{rate:.3f}",
+                     st.get("epochs", "-"), f"{st.get('seconds', 0):.0f}"])
+    return text_table(["stage", "kind", "T", "test acc", "spikes/neuron", "epochs", "seconds"], rows)
+
+
+def cmd_run(args) -> int:
+    sets = list(args.set or [])
+    if args.data_dir:
+        sets.append(f"data.data_dir={args.data_dir}")
+    recipe = load_recipe(args.recipe, sets)
+    dinfo = setup_distributed()
+    device = pick_device(args.device or recipe.device)
+    if dinfo.enabled and device.type == "cuda":
+        device = torch.device("cuda", dinfo.local_rank)
+    out = Path(args.out or Path("runs") / recipe.name)
+    if dinfo.is_main:
+        extra = f" ({dinfo.world_size} processes)" if dinfo.enabled else ""
+        print(f"spikeforge run {recipe.name} -> {out} on {device}{extra}")
+    summary = run(recipe, out, device=device, progress=not args.quiet)
+    if not dinfo.is_main:
+        return 0
+    print()
+    print(summary_table(summary))
+    for path in write_run_plots(out, summary):
+        print(f"wrote {path}")
+    print(f"summary: {out / 'summary.json'}")
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("run", help="run (or resume) the stages of a recipe")
+    p.add_argument("recipe", help="recipe YAML file, e.g. recipes/mnist-quickstart.yaml")
+    p.add_argument("--out", help="run directory (default runs/<recipe name>); rerunning resumes")
+    p.add_argument("--data-dir", help=DATA_HELP)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set stages.ann.epochs=1 (repeatable)")
+    p.add_argument("--device", help="auto, cpu or cuda[:N] (default: the recipe's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+    return p
