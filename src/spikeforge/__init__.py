@@ -4,7 +4,7 @@ Main entry points: :func:`spikeforge.models.create_model`, :mod:`spikeforge.meth
 the ``spikeforge`` command (:mod:`spikeforge.app.cli`) and recipes run by :func:`spikeforge.engine.stages.run`.
 """
 
-__version__ = "0.1.0"
+from spikeforge.version import __version__
 
 from spikeforge.errors import CheckpointError, ConfigError, ConversionError, DataError, ShapeError, SpikeforgeError
 from spikeforge.models import ModelSpec, SNNConfig, create_model
