@@ -533,8 +533,8 @@ def _post_reset_above(model: nn.Module, x: torch.Tensor) -> int:
         for h in hooks:
             h.remove()
     for m, cur in pre:
-        if cur.shape[0] == 1 and m.timesteps > 1:
-            cur = cur.expand(m.timesteps, *cur.shape[1:])
+        if cur.shape[0] == 1 and model.timesteps > 1:  # direct input: the first current repeats every step
+            cur = cur.expand(model.timesteps, *cur.shape[1:])
         u = torch.zeros_like(cur[0])
         lk, th = float(m.leak), float(m.threshold)
         for t in range(cur.shape[0] - 1):

@@ -35,6 +35,8 @@ import torch
 from spikeforge.analysis.attacks import EOTPGD, FGSM, PGD, GaussianNoise, describe_model
 from spikeforge.data import DataConfig, build_data
 from spikeforge.engine.checkpoint import load_checkpoint
+from spikeforge.engine.recipe import parse_recipe
+from spikeforge.engine.stages import run as run_recipe
 from spikeforge.errors import ConfigError
 
 FGSM_EPS = [8 / 255, 0.1, 0.2, 0.3]
@@ -83,9 +85,6 @@ def variant(base: torch.nn.Module, encoding, timesteps, leak):
 def train_source(run_dir: Path, work: Path, ann_header: dict, data_dir, log) -> torch.nn.Module:
     """An ANN of the same architecture as the run's, trained independently (seed 1, one epoch): the black-box
     source (Sharmin et al. use a second, independently trained checkpoint)."""
-    from spikeforge.engine.stages import run
-    from spikeforge.engine.recipe import parse_recipe
-
     m = ann_header["model"]
     recipe = {"name": "robustness-source", "seed": 1, "device": "cpu",
               "data": {"dataset": ann_header["dataset"], "batch_size": 128, "test_batch_size": 1000,
@@ -94,7 +93,7 @@ def train_source(run_dir: Path, work: Path, ann_header: dict, data_dir, log) -> 
               "stages": [{"name": "ann", "kind": "ann", "epochs": 1, "optimizer": "adam", "lr": 2.0e-3,
                           "schedule": "cosine"}]}
     t0 = time.perf_counter()
-    summary = run(parse_recipe(recipe), work / "source", device=torch.device("cpu"), progress=False)
+    summary = run_recipe(parse_recipe(recipe), work / "source", device=torch.device("cpu"), progress=False)
     log(f"source ANN: test acc {summary['stages'][0]['test_acc']:.4f} ({time.perf_counter() - t0:.0f} s)")
     return load_checkpoint(work / "source" / "ann")[0].eval()
 

@@ -9,8 +9,9 @@ import os
 import pytest
 import torch
 
-from spikeforge.analysis.attacks import (EOTPGD, FGSM, PGD, GaussianNoise, add_attack_parser, attack_surrogate,
-                                input_gradient, make_attack, parse_values, robustness, robustness_table)
+from spikeforge.analysis.attacks import (EOTPGD, FGSM, PGD, GaussianNoise, attack_surrogate, input_gradient,
+                                        make_attack, parse_values, robustness, robustness_table)
+from spikeforge.app.commands.attack import add_parser as add_attack_parser
 from spikeforge.errors import ConfigError, ShapeError
 from spikeforge.models import create_model
 from spikeforge.neuron.surrogate import ATan, FastSigmoid, PiecewiseLinear

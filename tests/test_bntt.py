@@ -25,7 +25,7 @@ def _separate(bntt: BatchNormThroughTime, dims: int) -> list[nn.Module]:
     """T ordinary BatchNorm layers holding the same gamma/beta/statistics as ``bntt``."""
     cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
     layers = []
-    for t in range(bntt.timesteps):
+    for t in range(bntt.num_steps):
         bn = cls(bntt.num_features, eps=bntt.eps, momentum=bntt.momentum)
         with torch.no_grad():
             bn.weight.copy_(bntt.weight[t])
@@ -100,10 +100,8 @@ def test_fewer_steps_use_the_first_sets_and_streaming_continues():
     bntt.start_stream()
     parts = []
     for chunk in (x[:2], x[2:3], x[3:]):
-        bntt.steps = len(chunk)  # what the model's _set_steps does for each chunk
-        parts.append(bntt(chunk))
+        parts.append(bntt(chunk, steps=len(chunk)))  # the model passes each chunk's length
     bntt.stop_stream()
-    bntt.steps = 5
     torch.testing.assert_close(torch.cat(parts), full)
     with pytest.raises(ShapeError, match="5 timesteps"):
         bntt(torch.randn(6, 4, 3, 2, 2))
@@ -117,8 +115,9 @@ def test_broadcast_input_gets_every_steps_normalization():
     with torch.no_grad():
         bntt.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
     x = torch.randn(1, 5, 2)
-    y = bntt(x)
+    y = bntt(x, steps=3)
     assert y.shape == (3, 5, 2)
+    assert bntt(x).shape == (1, 5, 2)  # without steps a one-step input is one step
     torch.testing.assert_close(y, bntt(x.expand(3, 5, 2).contiguous()))
     torch.testing.assert_close(y[2] / y[0], torch.tensor([5.0, 3.0]).expand(5, 2))
 
@@ -139,14 +138,14 @@ def test_exit_time_rule():
 def test_bntt_models_from_one_spec(arch, size, fc_in):
     in_ch = 1 if size == 28 else 3
     ann = create_model(arch, in_channels=in_ch, input_size=size, num_classes=10)
-    snn = create_model(arch, in_channels=in_ch, input_size=size, num_classes=10, timesteps=3,
+    snn = create_model(arch, spiking=True, in_channels=in_ch, input_size=size, num_classes=10, timesteps=3,
                        encoding="poisson", poisson_convention="half", readout="mean", leak=0.95)
     assert ann.spec.bntt and snn.spec.bntt
     fcs = [m for m in snn.modules() if isinstance(m, nn.Linear)]
     assert fcs[0].in_features == fc_in and len(fcs) == 2 and all(m.bias is None for m in fcs)
     convs = [m for m in snn.modules() if isinstance(m, nn.Conv2d)]
     bntts = [m for m in snn.modules() if isinstance(m, BatchNormThroughTime)]
-    assert len(bntts) == len(convs) + 1 and all(b.timesteps == 3 for b in bntts)  # every conv + hidden FC
+    assert len(bntts) == len(convs) + 1 and all(b.num_steps == 3 for b in bntts)  # every conv + hidden FC
     assert len([m for m in ann.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]) == len(bntts)
     # same weight names in both twins (BN statistics differ in shape)
     weights = {k for k in ann.state_dict() if k.endswith(".weight") and ".features." not in k}
@@ -157,8 +156,8 @@ def test_bntt_models_from_one_spec(arch, size, fc_in):
 
 def test_model_early_exit_equals_shorter_run():
     torch.manual_seed(3)
-    snn = create_model("vgg9_bntt", in_channels=1, input_size=28, width=0.125, timesteps=6, readout="mean",
-                       leak=0.95)
+    snn = create_model("vgg9_bntt", spiking=True, in_channels=1, input_size=28, width=0.125, timesteps=6,
+                       readout="mean", leak=0.95)
     assert gamma_profile(snn).shape == (8, 6)
     with torch.no_grad():
         for m in snn.modules():
@@ -169,15 +168,19 @@ def test_model_early_exit_equals_shorter_run():
     x = torch.rand(4, 1, 28, 28)
     at3, at6 = snn.forward_cumulative(x, [3, 6], chunk=2)
     torch.testing.assert_close(at6, snn(x), rtol=1e-5, atol=1e-5)
-    snn.timesteps = 3
-    torch.testing.assert_close(at3, snn(x), rtol=1e-5, atol=1e-5)
+    with snn.at_timesteps(3):
+        torch.testing.assert_close(at3, snn(x), rtol=1e-5, atol=1e-5)
+    assert snn.timesteps == 6
+    with pytest.raises(ConfigError, match="T <= 6"):  # one batch norm per step: it cannot run longer
+        snn.timesteps = 7
+    assert snn.timesteps == 6
 
 
 def test_bad_bntt_configurations():
     with pytest.raises(ConfigError, match="exclude"):
         ModelSpec(arch="vgg9_bntt", batch_norm=True)
     with pytest.raises(ConfigError, match="VGG"):
-        create_model("resnet20", bntt=True, timesteps=2)
+        create_model("resnet20", spiking=True, bntt=True, timesteps=2)
     ann = create_model("vgg9_bntt", in_channels=1, input_size=28, width=0.125)
     with pytest.raises(ConversionError, match="from scratch"):
         ann_to_snn(ann, SNNConfig(timesteps=2))

@@ -24,6 +24,7 @@ from spikeforge.data import (
     load_tensors,
     read_cifar,
     read_idx,
+    register_dataset,
     resolve_cache_dir,
     resolve_data_dir,
 )
@@ -85,8 +86,9 @@ def test_dataset_table():
     f = DATASETS["imagefolder"]
     assert f.kind == "folder" and f.num_classes is None and f.image_size == 224
     assert f.mean == (0.485, 0.456, 0.406) and f.std == (0.229, 0.224, 0.225)
-    for info in DATASETS.values():
+    for name, info in DATASETS.items():
         assert isinstance(info, DatasetInfo) and len(info.mean) == len(info.std) == info.in_channels
+        assert info.name == name and (info.load is not None) == (info.kind == "tensor")
     with pytest.raises(Exception):
         m.num_classes = 3  # frozen
 
@@ -139,7 +141,7 @@ def test_cache_reuse_and_rebuild(shared, own_cache, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("parsed again instead of using the cache")
 
-    monkeypatch.setattr(sd, "read_idx", boom)
+    monkeypatch.setattr(sd.idx, "read_idx", boom)  # the reader the IDX datasets call
     x2, y2 = load_tensors("mnist", shared, train=False, download=False)
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
     monkeypatch.undo()
@@ -632,10 +634,64 @@ def test_dataconfig_validation(kwargs, field):
 def test_dataconfig_aliases_and_from_dict():
     assert DataConfig(dataset="Fashion_MNIST").dataset == "fashion-mnist"
     assert DataConfig(dataset="CIFAR-10").dataset == "cifar10"
+    assert DataConfig(dataset="fmnist").dataset == "fashion-mnist"
     cfg = DataConfig.from_dict({"dataset": "cifar100", "batch_size": 64})
     assert cfg.dataset == "cifar100" and cfg.batch_size == 64
+    assert DataConfig.from_dict(None) == DataConfig()
     with pytest.raises(ConfigError, match="batchsize"):
         DataConfig.from_dict({"batchsize": 64})
+    with pytest.raises(ConfigError, match=r"^data\.batch_size: .*greater than or equal to 1"):
+        DataConfig.from_dict({"batch_size": 0})
+    with pytest.raises(ConfigError, match=r"^data\.dataset: must be one of .*'mnist'.*got 'mnust'$"):
+        DataConfig.from_dict({"dataset": "mnust"})
+    assert DataConfig(data_dir=Path("/x/y")).data_dir == "/x/y"  # a path is kept as a string
+    assert DataConfig(test_batch_size=None).test_batch_size is None  # null: same as batch_size
+    cfg.dataset = "CIFAR_10"  # assignment is validated (and canonicalised) too
+    assert cfg.dataset == "cifar10"
+    with pytest.raises(ConfigError, match="DataConfig.workers"):
+        cfg.workers = -1
+
+
+def test_dataset_info_checks_its_hooks():
+    with pytest.raises(ConfigError, match="needs a load function"):
+        DatasetInfo("x", 2, 1, 4, (0.5,), (0.5,), "tensor")
+    with pytest.raises(ConfigError, match="needs a build_loaders function"):
+        DatasetInfo("x", 2, 1, 4, (0.5,), (0.5,), "folder")
+    with pytest.raises(ConfigError, match="kind must be"):
+        DatasetInfo("x", 2, 1, 4, (0.5,), (0.5,), "stream", load=lambda *a: None)
+    with pytest.raises(ConfigError, match="one value per channel"):
+        DatasetInfo("x", 2, 3, 4, (0.5,), (0.5,), "tensor", load=lambda *a: None)
+
+
+@pytest.fixture
+def toy_dataset(monkeypatch):
+    """A dataset added the way a new dataset module adds one (register_dataset), removed afterwards."""
+    calls = []
+
+    def load(root, train, download):
+        calls.append((root, train, download))
+        n = 12 if train else 5
+        x = (torch.arange(n * 16) % 256).to(torch.uint8).reshape(n, 1, 4, 4)
+        return x, torch.arange(n) % 3
+
+    monkeypatch.setattr(DATASETS, "_items", dict(DATASETS._items))  # restored after the test
+    info = register_dataset(DatasetInfo("toy", 3, 1, 4, (0.5,), (0.25,), "tensor", augment_default=True,
+                                        crop_padding=1, flip=True, aliases=("toy_set",), load=load))
+    return info, calls
+
+
+def test_new_dataset_is_one_registration(toy_dataset, tmp_path):
+    info, calls = toy_dataset
+    assert "toy" in DATASETS and DataConfig(dataset="Toy-Set").dataset == "toy"
+    data = build_data(DataConfig(dataset="toy", data_dir=str(tmp_path), batch_size=4, test_batch_size=None))
+    assert data.info is info and data.num_classes == 3
+    assert (data.train.crop_padding, data.train.flip) == (1, True)  # the dataset's default augmentation
+    assert data.test.batch_size == 4 and len(data.test) == 2 and data.train.dataset_size == 12
+    assert calls == [(tmp_path, True, True), (tmp_path, False, True)]
+    x, y = load_tensors("toy_set", tmp_path, train=False, download=False)
+    assert x.shape == (5, 1, 4, 4) and y.tolist() == [0, 1, 2, 0, 1]
+    with pytest.raises(ConfigError, match="'toy'"):
+        DataConfig(dataset="svhn")  # the error lists the registered names
 
 
 def test_build_data_mnist(shared):

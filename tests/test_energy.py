@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from spikeforge.analysis.energy import (PRESETS, EnergyCosts, add_energy_parser, count_ops, energy_from_counts,
-                               energy_report, energy_table, get_costs, stage_energy_metrics)
+from spikeforge.analysis.energy import (PRESETS, EnergyCosts, count_ops, energy_from_counts, energy_report,
+                                       energy_table, get_costs, stage_energy_metrics)
+from spikeforge.app.commands.energy import add_parser as add_energy_parser
 from spikeforge.errors import ConfigError
 from spikeforge.nn.layers import fold
 from spikeforge.models import create_model
@@ -51,7 +52,7 @@ HAND = {
                        conv(3, 512, 512, 14), conv(3, 512, 512, 14), conv(3, 512, 512, 14),
                        25088 * 4096, 4096 * 4096, 4096 * 1000],
 }
-# (arch, build kwargs, methods.md §8.2 total, tolerance, first conv, tolerance)
+# (arch, build kwargs, published total MACs, tolerance, first conv, tolerance)
 REFERENCE = {
     "vgg5-cifar10": ("vgg5", dict(num_classes=10, input_size=32), 108.8e6, 0.1e6, 1.77e6, 0.01e6),
     "vgg9-cifar10": ("vgg9", dict(num_classes=10, input_size=32), 281.8e6, 0.1e6, 1.77e6, 0.01e6),
@@ -66,7 +67,7 @@ REFERENCE = {
 def test_reference_mac_counts(key):
     arch, kw, total, tol, first, tol1 = REFERENCE[key]
     hand = HAND[key]
-    assert abs(sum(hand) - total) <= tol, f"hand count {sum(hand)} disagrees with methods.md {total}"
+    assert abs(sum(hand) - total) <= tol, f"hand count {sum(hand)} disagrees with the published {total}"
     assert abs(hand[0] - first) <= tol1
     model = create_model(arch, in_channels=3, **kw)
     size = kw["input_size"]
@@ -111,7 +112,7 @@ class ToySNN(nn.Module):
         self.timesteps = steps
         self.snn = SimpleNamespace(encoding="poisson")
         self.fc1 = nn.Linear(4, 3, bias=False)
-        self.act = SpikingNeuron(threshold=1.0, timesteps=steps)
+        self.act = SpikingNeuron(threshold=1.0)
         self.fc2 = nn.Linear(3, 2, bias=False)
         with torch.no_grad():
             self.fc1.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0.5, 0.5]]))
@@ -154,9 +155,8 @@ class FixedSpikes(nn.Module):
     def __init__(self, spikes):
         super().__init__()
         self.spikes = spikes
-        self.timesteps = spikes.shape[0]
 
-    def forward(self, x):
+    def forward(self, x, steps=None):
         return self.spikes
 
 

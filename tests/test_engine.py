@@ -3,11 +3,13 @@ resume after a kill, and a tiny end-to-end ``spikeforge run`` on a slice of MNIS
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
@@ -15,10 +17,11 @@ import yaml
 
 from spikeforge.app.cli import main
 from spikeforge.engine.checkpoint import load_checkpoint, load_raw, save_checkpoint
-from spikeforge.engine.stages import run
+from spikeforge.engine.recipe import load_recipe, parse_recipe
+from spikeforge.config import PosFloat, config
+from spikeforge.engine.stages import STAGES, Stage, StageConfig, check_same_recipe, run, stage_timesteps
 from spikeforge.errors import CheckpointError, ConfigError
 from spikeforge.models import create_model
-from spikeforge.engine.recipe import load_recipe, parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,7 +169,7 @@ def test_recipe_validation_names_the_key():
         parse_recipe(tiny(stages=[{"name": "ann", "kind": "ann", "epoch": 2}]))
     with pytest.raises(ConfigError, match="unknown top-level key"):
         parse_recipe(tiny(optimizer="adam"))
-    with pytest.raises(ConfigError, match="stages.ann.epochs must be a positive integer"):
+    with pytest.raises(ConfigError, match=r"stages\.ann\.epochs: .*greater than or equal to 1, got 0"):
         parse_recipe(tiny(stages=[{"name": "ann", "kind": "ann", "epochs": 0}]))
     with pytest.raises(ConfigError, match="kind must be one of"):
         parse_recipe(tiny(stages=[{"name": "x", "kind": "teleport"}]))
@@ -182,10 +185,77 @@ def test_recipe_validation_names_the_key():
         parse_recipe(tiny(stages=[{"name": "i", "kind": "iir", "timesteps": [2, 1], "lr": [1e-3, 1e-3, 1e-3]}]))
     r = parse_recipe(tiny(stages=[{"name": "i", "kind": "iir", "timesteps": [3, 2, 1], "max_batches": [5, 5, None]}]))
     assert [s.max_batches for s in r.stages] == [5, 5, None]  # one cap per T, like epochs and lr
-    with pytest.raises(ConfigError, match="max_batches must be a positive integer"):
+    with pytest.raises(ConfigError, match=r"stages\.i\.max_batches\[0\]: .*greater than or equal to 1"):
         parse_recipe(tiny(stages=[{"name": "i", "kind": "iir", "timesteps": [2, 1], "max_batches": [0, 3]}]))
     r = parse_recipe(tiny(stages=[{"name": "a", "kind": "ann", "lr": "1e-3"}]))
     assert r.stages[0].lr == 1e-3  # YAML 1.1 reads 1e-3 as a string; accepted as a number
+
+
+@pytest.mark.parametrize("stage, key", [
+    ({"kind": "ann", "lr": 0}, "lr"), ({"kind": "ann", "lr": float("nan")}, "lr"),
+    ({"kind": "ann", "weight_decay": -1e-4}, "weight_decay"), ({"kind": "ann", "grad_clip": 0}, "grad_clip"),
+    ({"kind": "ann", "gamma": 0}, "gamma"), ({"kind": "ann", "momentum": 1.5}, "momentum"),
+    ({"kind": "ann", "milestones": [0.5, 0]}, "milestones[1]"), ({"kind": "ann", "label_smoothing": 1}, "label_smoothing"),
+    ({"kind": "ann", "train": ["bias"]}, "train[0]"), ({"kind": "ann", "schedule": "linear"}, "schedule"),
+    ({"kind": "convert", "percentile": 0}, "percentile"), ({"kind": "convert", "scaling": float("inf")}, "scaling"),
+    ({"kind": "convert", "eval_timesteps": [4, 0]}, "eval_timesteps[1]"),
+    ({"kind": "iir", "timesteps": [2, 3]}, "timesteps"), ({"kind": "iir", "epochs": [1, 0], "timesteps": [2, 1]},
+                                                          "epochs[1]"),
+    ({"kind": "snn", "init": "random"}, "init"), ({"kind": "snn", "snn": {"leak": 2}}, "snn"),
+    ({"kind": "bntt", "exit_threshold": -1}, "exit_threshold"), ({"kind": "attack", "eps": [1.5]}, "eps"),
+    ({"kind": "attack", "steps": 0}, "steps"), ({"kind": "attack", "snn": {"leek": 1}}, "snn"),
+])
+def test_physical_bounds_are_one_line_errors_naming_the_key(stage, key):
+    with pytest.raises(ConfigError) as exc:
+        parse_recipe(tiny(stages=[{"name": "x", **stage}]))
+    msg = str(exc.value)
+    assert f"stages.x.{key}" in msg and "\n" not in msg, msg
+
+
+def test_stage_timesteps_mean_the_same_for_every_kind(tmp_path):
+    """The stage's ``timesteps`` wins, else its ``snn.timesteps``, else the recipe's ``snn.timesteps``."""
+    r = parse_recipe(tiny(snn={"timesteps": 4}, stages=[
+        {"name": "c", "kind": "convert", "snn": {"timesteps": 3}}, {"name": "s", "kind": "snn", "snn": {"timesteps": 3}},
+        {"name": "s2", "kind": "snn", "timesteps": 2, "snn": {"timesteps": 3}}, {"name": "s3", "kind": "snn"},
+        {"name": "b", "kind": "bntt", "snn": {"timesteps": 3}}, {"name": "c2", "kind": "convert"}]))
+    assert [stage_timesteps(s, r.snn) for s in r.stages] == [3, 3, 2, 4, 3, 4]
+    raw = tiny(stages=[{"name": "s", "kind": "snn", "init": "scratch", "snn": {"timesteps": 2}, "epochs": 1,
+                        "max_batches": 1, "eval_batches": 1}])
+    summary = run(parse_recipe(raw), tmp_path, device=torch.device("cpu"), progress=False)
+    assert summary["stages"][0]["timesteps"] == 2
+    assert load_checkpoint(tmp_path / "s")[0].timesteps == 2
+
+
+def test_a_new_stage_kind_is_one_registered_class(tiny_run, tmp_path):
+    """A stage kind is a Stage subclass with its config class, registered under its name: recipes validate its keys
+    and the run gives it the same checkpoint / metrics / summary machinery."""
+
+    @config
+    class HalfConfig(StageConfig):
+        kind: Literal["half"]
+        factor: PosFloat = 0.5
+
+    @STAGES.register("half")
+    class Half(Stage):
+        Config = HalfConfig
+
+        def run(self, ctx):
+            model, _ = self.load_previous(ctx)
+            acc = ctx.previous_metrics["test_acc"] * self.cfg.factor
+            return self.finish(ctx, model, {"test_acc": acc, "epochs": 0, "seconds": 0.0})
+
+    try:
+        with pytest.raises(ConfigError, match=r"stages\.h\.factor: .*greater than 0"):
+            parse_recipe(tiny(stages=[{"name": "h", "kind": "half", "factor": 0}]))
+        out = tmp_path / "run"
+        shutil.copytree(tiny_run[0], out)
+        summary = run(parse_recipe(tiny(stages=[*TINY["stages"], {"name": "h", "kind": "half", "source": "ann"}])),
+                      out, device=torch.device("cpu"), progress=False)
+        ann, half = summary["stages"][0], summary["stages"][-1]
+        assert half["stage"] == "h" and half["kind"] == "half" and half["test_acc"] == ann["test_acc"] / 2
+        assert load_checkpoint(out / "h")[1]["stage_config"]["factor"] == 0.5
+    finally:
+        STAGES._items.pop("half", None)
 
 
 def test_set_overrides_address_stages_by_name(tmp_path):
@@ -237,7 +307,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nothing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nothing.pt"), "--timesteps", "0"]) == 2
-    assert "--timesteps must be positive" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--timesteps must be" in err and "positive" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     r = tiny(data={"dataset": "mnist", "data_dir": str(empty), "download": False})
@@ -267,19 +338,17 @@ def test_different_recipe_in_same_directory_is_refused(tiny_run):
 def test_resume_accepts_a_run_written_before_a_config_key_existed(tmp_path):
     """A run directory from an older version (its recipe.json lacks a key added since) resumes when the current value
     of that key is its default, and is refused when it is not."""
-    from spikeforge.engine.stages import _check_same_recipe
-
     recipe = parse_recipe(tiny())
-    _check_same_recipe(recipe, tmp_path)
+    check_same_recipe(recipe, tmp_path)
     old = json.loads((tmp_path / "recipe.json").read_text())
     del old["snn"]["checkpoint_chunk"]
     (tmp_path / "recipe.json").write_text(json.dumps(old))
-    _check_same_recipe(recipe, tmp_path)  # no error
+    check_same_recipe(recipe, tmp_path)  # no error
     (tmp_path / "recipe.json").write_text(json.dumps(old))
     changed = tiny()
     changed["snn"] = {**changed.get("snn", {}), "checkpoint_chunk": 2}
     with pytest.raises(ConfigError, match="snn differs"):
-        _check_same_recipe(parse_recipe(changed), tmp_path)
+        check_same_recipe(parse_recipe(changed), tmp_path)
     # the same for a stage key (eval_every) of a finished stage
     for name in ("ann", "iir-T1"):
         (tmp_path / name).mkdir()
@@ -288,12 +357,12 @@ def test_resume_accepts_a_run_written_before_a_config_key_existed(tmp_path):
     for st in old["stages"]:
         st.pop("eval_every", None)
     (tmp_path / "recipe.json").write_text(json.dumps(old))
-    _check_same_recipe(recipe, tmp_path)  # no error
+    check_same_recipe(recipe, tmp_path)  # no error
     (tmp_path / "recipe.json").write_text(json.dumps(old))
     changed = tiny()
     changed["stages"][0]["eval_every"] = 2
     with pytest.raises(ConfigError, match="finished stage 'ann'"):
-        _check_same_recipe(parse_recipe(changed), tmp_path)
+        check_same_recipe(parse_recipe(changed), tmp_path)
 
 
 def test_eval_every_skips_test_evaluation_but_not_the_last_epoch(tmp_path):
@@ -301,9 +370,9 @@ def test_eval_every_skips_test_evaluation_but_not_the_last_epoch(tmp_path):
     run(parse_recipe(raw), tmp_path, device=torch.device("cpu"), progress=False)
     hist = json.loads((tmp_path / "ann" / "metrics.json").read_text())["history"]
     assert [h["test_acc"] is None for h in hist] == [True, False, False]
-    with pytest.raises(ConfigError, match="eval_every must be an integer >= 0"):
+    with pytest.raises(ConfigError, match=r"eval_every: .*greater than or equal to 0, got -1"):
         parse_recipe(tiny(stages=[{"name": "ann", "kind": "ann", "eval_every": -1}]))
-    with pytest.raises(ConfigError, match="eval_every must be an integer, got 'often'"):
+    with pytest.raises(ConfigError, match="eval_every: .*valid integer, got 'often'"):
         parse_recipe(tiny(stages=[{"name": "ann", "kind": "ann", "eval_every": "often"}]))
     raw["stages"][0]["eval_every"] = 0
     run(parse_recipe(raw), tmp_path / "b", device=torch.device("cpu"), progress=False)
@@ -322,7 +391,7 @@ def test_rebalance_ablation_recomputes_thresholds(tiny_run, tmp_path):
     assert m["rebalanced"]["percentile"] == 90
     assert m["initial"]["thresholds"] != pytest.approx([1.0] * len(m["initial"]["thresholds"]))
     assert summary["stages"][-1]["timesteps"] == 2
-    with pytest.raises(ConfigError, match="rebalance: unknown key"):
+    with pytest.raises(ConfigError, match=r"unknown key.*'percentil'.*rebalance"):
         parse_recipe(tiny(stages=[{"name": "rb", "kind": "snn", "timesteps": 2, "rebalance": {"percentil": 90}}]))
 
 
@@ -333,8 +402,6 @@ def test_attack_stage_white_and_black_box(tiny_run, tmp_path):
                        {"name": "rob", "kind": "attack", "source": "diet", "attack": "pgd", "eps": ["8/255", 0.1],
                         "steps": 2, "black_box": "ann", "noise": [0.2], "batches": 1,
                         "snn": {"leak": 0.9, "timesteps": 2, "encoding": "poisson"}}])
-    import shutil
-
     out = tmp_path / "run"
     shutil.copytree(tiny_run[0], out)  # reuse the trained stages; only the attack stage runs
     summary = run(parse_recipe(raw), out, device=torch.device("cpu"), progress=False)

@@ -24,7 +24,7 @@ from spikeforge.analysis.explain import (
     resolve_layer,
     sam_maps,
 )
-from spikeforge.app.commands.explain import add_explain_parser, find_ann_twin
+from spikeforge.app.commands.explain import add_parser as add_explain_parser, find_ann_twin
 
 TINY = dict(num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[32])
 TINY_RES = dict(num_classes=10, in_channels=3, input_size=16, width=0.0625)
@@ -86,7 +86,7 @@ def test_ncs_single_spike_at_t(t):
     train[t] = 1
     assert neuronal_contribution(train, g)[t, 0].item() == 0.0  # strict past: the current spike does not count
     ref = neuronal_contribution(train, g, "reference")[t, 0].item()
-    assert ref == pytest.approx(1 + t * math.exp(-g * t), rel=1e-6)  # methods.md §12
+    assert ref == pytest.approx(1 + t * math.exp(-g * t), rel=1e-6)  # the official SAM code (Kim & Panda 2021)
 
 
 def test_ncs_matches_definitions_and_recursion():

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from spikeforge.app.commands import export as export_cmd
 from spikeforge.engine.checkpoint import save_checkpoint
 from spikeforge.errors import ConfigError
 from spikeforge.models import TwinNet, create_model, register_model
@@ -49,7 +50,7 @@ def tinycnn():
 
     register_model("test-tinycnn", TinyCNN)
     yield "test-tinycnn"
-    MODELS.pop("test-tinycnn", None)
+    MODELS.unregister("test-tinycnn")
 
 
 @pytest.fixture(autouse=True)
@@ -105,8 +106,8 @@ def run_with_spikes(model, x):
 # ------------------------------------------------------------------------------------------------------------------
 def test_parameter_mapping_is_exact():
     pytest.importorskip("nir")
-    from spikeforge.export.nir_format import (input_gain, leak_from_nir, leak_to_nir, threshold_from_nir,
-                                              threshold_to_nir)
+    from spikeforge.export.nir_mapping import (input_gain, leak_from_nir, leak_to_nir, threshold_from_nir,
+                                               threshold_to_nir)
 
     rng = np.random.default_rng(0)
     th = np.concatenate([rng.uniform(1e-3, 10, 5000), [1.0, 0.5, 2.0, 1e-3]]).astype(np.float32)
@@ -292,10 +293,10 @@ def test_nir_poisson_mean_readout_and_batchnorm(tmp_path):
     assert torch.equal(a, b) and all(torch.equal(sa[k], sb[k]) for k in sa)
     # generic executor: feed the same encoded spikes
     torch.manual_seed(2)
-    frames = model.encoder(model.normalize(x))
+    frames = model.encode(model.normalize(x))
     net = from_nir(graph, generic=True)
     with torch.no_grad():
-        ref = model._run_time_first(frames)
+        ref = model.run_time_first(frames)
         assert torch.equal(net(frames), ref)
 
 
@@ -510,9 +511,7 @@ def _stage(tmp_path, model, metrics: dict | None):
 
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="spikeforge")
-    from spikeforge.app.commands.export import add_export_parser
-
-    add_export_parser(parser.add_subparsers(dest="command", required=True))
+    export_cmd.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -67,19 +67,19 @@ def test_direct_encoding_runs_first_conv_once():
 
 def test_poisson_encoder_conventions_and_seed():
     x = torch.tensor([[-1.0, -0.4, 0.0, 0.3, 0.9, 3.0]])
-    enc = PoissonEncoder(timesteps=4000, convention="rate", rate=1.0, seed=1)
-    s = enc(x)
+    enc = PoissonEncoder(convention="rate", rate=1.0, seed=1)
+    s = enc(x, 4000)
     assert set(s.unique().tolist()) <= {-1.0, 0.0, 1.0}
     rate = s.mean(0)[0]
     assert torch.allclose(rate, torch.tensor([-1.0, -0.4, 0.0, 0.3, 0.9, 1.0]), atol=0.03)
-    half = PoissonEncoder(timesteps=4000, convention="half", seed=1)(x).mean(0)[0]
+    half = PoissonEncoder(convention="half", seed=1)(x, 4000).mean(0)[0]
     assert torch.allclose(half, torch.tensor([-0.5, -0.2, 0.0, 0.15, 0.45, 1.0]), atol=0.03)
-    a = PoissonEncoder(timesteps=5, seed=7)(x)
-    b = PoissonEncoder(timesteps=5, seed=7)(x)
+    a = PoissonEncoder(seed=7)(x, 5)
+    b = PoissonEncoder(seed=7)(x, 5)
     assert torch.equal(a, b)
     # straight-through gradient: d E[s] / dx = rate where p < 1
     xg = x.clone().requires_grad_()
-    PoissonEncoder(timesteps=3, rate=0.9, seed=0)(xg).sum().backward()
+    PoissonEncoder(rate=0.9, seed=0)(xg, 3).sum().backward()
     assert torch.allclose(xg.grad, torch.tensor([[2.7, 2.7, 2.7, 2.7, 2.7, 0.0]]))  # p = min(|x| * 0.9, 1)
 
 
@@ -112,8 +112,9 @@ def test_chunked_evaluation_equals_one_shot_and_cumulative():
         snn.snn.time_chunk = None
         whole = snn(x)
         five = snn.forward_cumulative(x, [5, 12])
-        snn.timesteps = 5
-        direct5 = snn(x)
+        with snn.at_timesteps(5):
+            direct5 = snn(x)
+    assert snn.timesteps == 12
     # spikes are identical; the readout sums chunk by chunk, so only the summation order differs
     assert torch.allclose(chunked, whole, atol=1e-5)
     assert torch.allclose(five[1], whole, atol=1e-5) and torch.allclose(five[0], direct5, atol=1e-5)
@@ -130,9 +131,94 @@ def test_spike_monitor_counts_per_inference():
 
 
 def test_snn_config_validation():
-    with pytest.raises(ConfigError, match="snn.reset"):
+    with pytest.raises(ConfigError, match="reset"):
         SNNConfig(reset="never")
     with pytest.raises(ConfigError, match="leak"):
         SNNConfig(leak=2.0)
     with pytest.raises(ConfigError, match="unknown key"):
         SNNConfig.from_dict({"timestep": 3})
+
+
+def test_config_bounds_are_one_clear_error():
+    with pytest.raises(ConfigError, match=r"width.*less than or equal to 16"):
+        create_model("vgg5", width=100000.0)
+    for bad, key in [(dict(num_classes=0), "num_classes"), (dict(dropout=1.0), "dropout"),
+                     (dict(hidden=[0]), "hidden"), (dict(std=[0.0]), "std")]:
+        with pytest.raises(ConfigError, match=key):
+            create_model("vgg5", **bad)
+    for bad, key in [(dict(timesteps=0), "timesteps"), (dict(threshold=0.0), "threshold"),
+                     (dict(poisson_rate=-1.0), "poisson_rate"), (dict(time_chunk=0), "time_chunk"),
+                     (dict(neuron="hh"), "neuron"), (dict(encoding="morse"), "encoding")]:
+        with pytest.raises(ConfigError, match=key):
+            SNNConfig(**bad)
+    assert SNNConfig.from_dict({"time_chunk": None}).time_chunk is None
+    with pytest.raises(ConfigError, match=r"^stages\.s\.snn\.leak"):  # where= names the recipe section
+        SNNConfig.from_dict({"leak": 1.5}, where="stages.s.snn")
+    cfg = SNNConfig()
+    with pytest.raises(ConfigError, match="timesteps"):
+        cfg.timesteps = 0  # assignment is validated too
+    assert cfg.updated(timesteps=7).timesteps == 7 and cfg.timesteps == 5
+    assert "timesteps" in SNNConfig.__dataclass_fields__
+
+
+def test_snn_options_need_spiking_true():
+    with pytest.raises(ConfigError, match=r"timesteps.*spiking=True"):
+        create_model("vgg5", timesteps=4, **SMALL)
+    with pytest.raises(ConfigError, match=r"snn.*spiking=True"):
+        create_model("vgg5", snn=SNNConfig(), **SMALL)
+    assert create_model("vgg5", spiking=True, snn={"timesteps": 3}, **SMALL).timesteps == 3
+
+
+def test_neuron_model_from_the_registry():
+    from spikeforge.neuron import NEURONS
+
+    snn = create_model("vgg4", spiking=True, timesteps=3, neuron="alif", neuron_params={"beta": 0.2}, **SMALL)
+    neurons = snn.neurons()
+    assert neurons and all(type(n) is NEURONS.get("alif") and n.beta == 0.2 for n in neurons)
+    with torch.no_grad():
+        assert snn(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="neuron_params"):
+        SNNConfig(neuron="lif", neuron_params={"beta": 0.2})
+    with pytest.raises(ConfigError, match="neuron_params"):
+        SNNConfig(neuron="alif", neuron_params={"threshold": 2.0})
+
+
+def test_timesteps_have_one_home():
+    """No layer stores T: the model passes it at every call, so changing model.timesteps is all it takes."""
+    snn = create_model("vgg4", spiking=True, timesteps=4, encoding="poisson", **SMALL)
+    assert snn.snn.timesteps == 4
+    for m in snn.modules():
+        assert "timesteps" not in vars(m), type(m).__name__
+    sizes = []
+    snn.neurons()[0].register_forward_pre_hook(lambda m, i: sizes.append(i[0].shape[0]))
+    with torch.no_grad():
+        snn(torch.rand(2, 1, 28, 28))
+        with snn.at_timesteps(2):
+            assert snn.timesteps == 2
+            snn(torch.rand(2, 1, 28, 28))
+        snn.timesteps = 3
+        snn(torch.rand(2, 1, 28, 28))
+    assert sizes == [4, 2, 3] and snn.snn.timesteps == 3
+    with pytest.raises(AttributeError):
+        create_model("vgg4", **SMALL).timesteps = 3
+
+
+def test_registries_and_lazy_root_package():
+    import subprocess
+    import sys
+
+    from spikeforge.models import MODELS, build_model, register_model
+    from spikeforge.models.vgg import VGG
+    from spikeforge.nn.encoders import ENCODERS, DirectEncoder
+
+    assert {"vgg5", "vgg9_bntt", "resnet20"} <= set(MODELS.names()) and {"direct", "poisson"} <= set(ENCODERS)
+    assert isinstance(create_model("vgg4", spiking=True, **SMALL).encoder, DirectEncoder)
+    for _ in range(2):  # re-registering a name replaces it
+        register_model("test-vgg-tiny", lambda spec, snn=None: VGG(spec, snn, cfg=[8, "A"]))
+    assert build_model(create_model("vgg4", **SMALL).spec).spec.arch == "vgg4"
+    assert create_model("test-vgg-tiny", **SMALL).features[0].out_channels == 1
+    code = ("import sys, spikeforge as sf; assert 'spikeforge.models' not in sys.modules and 'torch' not in "
+            "sys.modules; assert {'create_model', 'PGD', 'load_checkpoint', 'NEURONS'} <= set(dir(sf)); "
+            "assert sf.create_model is sf.models.create_model and sf.__version__ and 'workflow' in sf.__doc__")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

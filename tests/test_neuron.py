@@ -3,15 +3,20 @@ surrogate values, T=1 as a binary-step network, per-channel parameters and the m
 
 import itertools
 import math
+import warnings
+from dataclasses import dataclass
 
 import pytest
 import torch
+from torch.utils import cpp_extension
 
 from spikeforge.errors import ConfigError, ShapeError
-from spikeforge.kernels import compiled_kernels, cpu_kernel
-from spikeforge.neuron import SpikingNeuron
+from spikeforge.kernels import (SURROGATE_KERNELS, compiled_enabled, compiled_kernels, cpu_kernel, load_extension,
+                                native_arch)
+from spikeforge.neuron import NEURONS, SpikingNeuron
 from spikeforge.neuron import functional as F
-from spikeforge.neuron.surrogate import ATan, FastSigmoid, PiecewiseLinear, STDB, get_surrogate
+from spikeforge.neuron import surrogate as surrogates
+from spikeforge.neuron.surrogate import ATan, FastSigmoid, PiecewiseLinear, STDB, Surrogate, get_surrogate
 
 LIN = PiecewiseLinear()
 
@@ -153,10 +158,10 @@ def test_fused_float32_module_matches_reference_through_a_conv():
     x = torch.rand(4, 2, 2, 6, 6)
     grads = []
     for fused in (True, False):
-        neuron = SpikingNeuron(0.3, 0.9, learn_threshold=True, learn_leak=True, fused=fused, timesteps=4)
+        neuron = SpikingNeuron(0.3, 0.9, learn_threshold=True, learn_leak=True, fused=fused)
         conv.zero_grad()
         cur = conv(x.flatten(0, 1)).view(4, 2, 3, 6, 6)
-        out = neuron(cur)
+        out = neuron(cur, steps=4)
         (out * torch.arange(out.numel()).view_as(out).float().sin()).sum().backward()
         grads.append((out.detach(), conv.weight.grad.clone(), neuron.threshold.grad.clone(), neuron.leak.grad.clone()))
     for a, b in zip(*grads):
@@ -185,7 +190,7 @@ def test_gradient_matches_finite_differences_of_smooth_part():
 def test_t1_is_binary_step_network_and_leak_gets_no_gradient():
     torch.manual_seed(1)
     x = torch.randn(1, 8, 16) * 2
-    neuron = SpikingNeuron(0.7, 0.5, learn_threshold=True, learn_leak=True, timesteps=1)
+    neuron = SpikingNeuron(0.7, 0.5, learn_threshold=True, learn_leak=True)
     x.requires_grad_()
     s = neuron(x)
     assert torch.equal(s[0], (x[0] >= 0.7).float())
@@ -254,16 +259,21 @@ def test_module_checks_and_constraints():
 
 
 def test_direct_input_current_is_reused_each_step():
-    n = SpikingNeuron(1.0, 1.0, timesteps=8)
-    out = n(torch.full((1, 1, 1), 0.25))
+    n = SpikingNeuron(1.0, 1.0)
+    out = n(torch.full((1, 1, 1), 0.25), steps=8)
     assert out.shape == (8, 1, 1) and out.sum() == 2
+    assert n(torch.full((1, 1, 1), 0.25)).shape == (1, 1, 1)  # steps=None: as many steps as the input has
+    assert torch.equal(n(torch.full((8, 1, 1), 0.25), steps=8), out)
+    with pytest.raises(ShapeError, match="steps=3"):
+        n(torch.zeros(2, 1, 1), steps=3)
+    assert not hasattr(n, "timesteps")
 
 
 def test_per_channel_threshold_broadcasts_over_channels():
-    n = SpikingNeuron(1.0, 1.0, channels=2, timesteps=4)
+    n = SpikingNeuron(1.0, 1.0, channels=2)
     with torch.no_grad():
         n.threshold.copy_(torch.tensor([0.5, 2.0]))
-    out = n(torch.ones(1, 1, 2, 3, 3))
+    out = n(torch.ones(1, 1, 2, 3, 3), steps=4)
     assert out[:, 0, 0].sum(0).unique().tolist() == [4.0]
     assert out[:, 0, 1].sum(0).unique().tolist() == [2.0]
 
@@ -271,10 +281,93 @@ def test_per_channel_threshold_broadcasts_over_channels():
 def test_streaming_state_matches_one_shot():
     torch.manual_seed(0)
     x = torch.rand(10, 3, 4) * 0.6
-    n = SpikingNeuron(0.5, 0.9, timesteps=10)
+    n = SpikingNeuron(0.5, 0.9)
     full = n(x)
     n.start_stream()
     with torch.no_grad():
         parts = torch.cat([n(x[:3]), n(x[3:7]), n(x[7:])])
     n.stop_stream()
     assert torch.equal(full, parts)
+
+
+# ------------------------------------------------------------------------------------ registries and kernel loader
+
+def test_surrogate_registry_round_trips_configs():
+    assert set(surrogates.SURROGATES.names()) >= {"linear", "stdb", "fast_sigmoid", "atan", "exp"}
+    for name in surrogates.SURROGATES:
+        s = get_surrogate(name)
+        assert s.to_config()["name"] == name and get_surrogate(s.to_config()) == s
+    with pytest.raises(ConfigError, match="fast_sigmoid"):  # the error lists the known names
+        get_surrogate("sigmoid")
+
+
+def test_kernel_eligibility_is_declared_by_the_surrogate_not_its_class_name():
+    """A subclass that changes grad() does not inherit the parent's kernel; a class is never matched by its name."""
+    x, th = torch.rand(3, 2, 4), torch.tensor(0.5)
+    assert F._param_layout(x, th, th, PiecewiseLinear()) == (1, 1)
+    assert PiecewiseLinear(0.5).kernel_spec() == (SURROGATE_KERNELS["piecewise_linear"], 0.5, 0.0)
+
+    @dataclass(frozen=True)
+    class Steeper(PiecewiseLinear):
+        def grad(self, z, dt=None):
+            return 2 * super().grad(z, dt)
+
+    @dataclass(frozen=True)
+    class PiecewiseLinear2(Surrogate):  # a look-alike that does not declare a kernel
+        gamma: float = 0.3
+
+        def grad(self, z, dt=None):
+            return self.gamma * (1.0 - z.abs()).clamp_min(0.0)
+
+    PiecewiseLinear2.__name__ = "PiecewiseLinear"
+    for s in (Steeper(), PiecewiseLinear2()):
+        assert s.kernel_spec() is None and F._param_layout(x, th, th, s) is None
+        assert F._kernel_layout(x, th, th, s) == (None, None)
+    xr = x.clone().requires_grad_()
+    assert torch.allclose(torch.autograd.grad(F.multistep(xr, th, th, surrogate=Steeper()).sum(), xr)[0],
+                          torch.autograd.grad(F.multistep(xr, th, th, surrogate=Steeper(), fused=False).sum(), xr)[0])
+
+
+def test_neuron_registry_and_common_constructor():
+    assert NEURONS.get("lif") is SpikingNeuron and {"lif", "alif"} <= set(NEURONS.names())
+    with pytest.raises(ConfigError, match="unknown neuron model"):
+        NEURONS.get("izhikevich")
+    with pytest.raises(ConfigError, match="no parameter"):
+        SpikingNeuron(1.0, 0.9, beta=0.1)
+    x = torch.rand(1, 2, 3, 4, 4)
+    for name in NEURONS:
+        n = NEURONS.get(name)(0.5, 0.9, channels=3, learn_threshold=True, learn_leak=True, surrogate="atan",
+                              order="integrate-fire", reset="hard", fused=True)
+        out = n(x, steps=4)
+        assert out.shape == (4, 2, 3, 4, 4) and 0 < out.sum() < out.numel(), name
+        out.sum().backward()
+        assert n.threshold.grad.shape == (3,) and n.leak.grad.shape == (3,), name
+
+
+def test_compiled_enabled_switch():
+    assert compiled_enabled()
+    with compiled_kernels(False):
+        assert not compiled_enabled() and cpu_kernel() is None
+    assert compiled_enabled()
+
+
+def test_load_extension_warns_once_and_falls_back(monkeypatch, tmp_path):
+    calls = []
+
+    def broken(**kwargs):
+        calls.append(kwargs)
+        raise OSError("no compiler here")
+
+    monkeypatch.setattr(cpp_extension, "load_inline", broken)
+    src = tmp_path / "x.cpp"
+    src.write_text("int f() { return 1; }\n")
+    with pytest.warns(RuntimeWarning, match="test kernel unavailable .*no compiler here"):
+        assert load_extension("spikeforge_test_broken", src, ["f"], what="test kernel") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_extension("spikeforge_test_broken", src, ["f"], what="test kernel") is None  # no retry/warning
+    assert len(calls) == 1
+    assert "-march=native" in calls[0]["extra_cflags"] or not native_arch()[1]
+    assert calls[0]["name"] == "spikeforge_test_broken" + native_arch()[0]
+    monkeypatch.setenv("SPIKEFORGE_NO_CPP", "1")
+    assert load_extension("spikeforge_test_other", src, ["f"], native=False) is None and len(calls) == 1

@@ -29,7 +29,8 @@ def test_bntt_paper_models_build(name):
     assert snn.spec.bntt and snn.snn.encoding == "poisson" and snn.snn.poisson_convention == "half"
     assert snn.snn.readout == "mean" and snn.snn.threshold == 1.0 and snn.snn.leak in (0.95, 0.99)
     layers = bntt_layers(snn)
-    assert all(b.timesteps == st.timesteps and b.bias is None for b in layers)
+    assert snn.timesteps == st.timesteps
+    assert all(b.weight.shape[0] == st.timesteps and b.bias is None for b in layers)  # one BN per timestep
     assert st.optimizer == "sgd" and st.lr == 0.3 and st.milestones == [0.5, 0.7, 0.9] and st.epochs == 100
     snn.timesteps = 2  # a short forward at the full input size
     x = torch.rand(1, 3, r.model.input_size, r.model.input_size)

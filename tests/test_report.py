@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from spikeforge.analysis.energy import stage_energy_metrics
-from spikeforge.models import create_model
+from spikeforge.analysis.monitor import SpikeMonitor
 from spikeforge.app.report import write_run_plots, write_run_report
+from spikeforge.models import create_model
 
 TINY = dict(num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[32])
 PNGS = ("accuracy_vs_timesteps.png", "spike_rates.png", "energy_per_layer.png")
@@ -28,8 +29,6 @@ def _snn_stage(name, kind, steps, acc, seconds):
 
 
 def _rates(model, x):
-    from spikeforge.analysis.monitor import SpikeMonitor
-
     with torch.no_grad(), SpikeMonitor(model) as mon:
         model(x)
     return {**mon.rates(), "mean": mon.mean_rate()}

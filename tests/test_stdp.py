@@ -8,16 +8,20 @@ import math
 import pytest
 import torch
 
-from spikeforge.engine.stages import run
-from spikeforge.errors import CheckpointError, ConfigError
+import spikeforge.engine.stages.stdp as stdp_stage
+from spikeforge.engine.checkpoint import save_checkpoint
 from spikeforge.engine.recipe import parse_recipe
+from spikeforge.engine.stages import run
+from spikeforge.engine.stages.stdp import load_stdp
+from spikeforge.errors import CheckpointError, ConfigError
 from spikeforge.methods.stdp import network as nw
 from spikeforge.methods.stdp.hardware import CrossbarModel, crossbar_cost
 from spikeforge.methods.stdp.learn import assign_labels, predict, train_batch
 from spikeforge.methods.stdp.network import DiehlCook, NetConfig
-from spikeforge.methods.stdp.prune import level_values, prune_lowest, pruned_fraction, quantize
+from spikeforge.methods.stdp.preprocess import preprocess
+from spikeforge.methods.stdp.prune import level_values, prune_lowest, prune_target, pruned_fraction, quantize
 from spikeforge.methods.stdp.rules import apply_update, weight_update
-from spikeforge.engine.stdp_stage import load_stdp, preprocess
+from spikeforge.models import create_model
 
 
 def one_neuron(model, w, **kw):
@@ -278,8 +282,7 @@ def test_stdp_stage_runs_through_the_engine_and_resumes(tmp_path, monkeypatch):
     assert {(round(r["pruned"], 2), r["levels"]) for r in m["sweep"]} >= {(0.5, None), (0.75, 4)}
 
     # interrupted run: fail after 5 training batches (checkpoints every 8 images = 2 batches), then resume
-    import spikeforge.engine.stdp_stage as st
-
+    st = stdp_stage
     calls = {"n": 0}
     real = st.train_batch
 
@@ -306,9 +309,6 @@ def test_stdp_stage_runs_through_the_engine_and_resumes(tmp_path, monkeypatch):
     bad.write_bytes((tmp_path / "resumed" / "stdp" / "model.pt").read_bytes()[:100])
     with pytest.raises(CheckpointError, match="corrupt"):
         load_stdp(bad)
-    from spikeforge.engine.checkpoint import save_checkpoint
-    from spikeforge.models import create_model
-
     other = tmp_path / "ann.pt"
     save_checkpoint(other, create_model("vgg4", in_channels=1, input_size=28, width=0.125), {"kind": "ann"})
     with pytest.raises(CheckpointError, match="not of an stdp stage"):
@@ -316,7 +316,6 @@ def test_stdp_stage_runs_through_the_engine_and_resumes(tmp_path, monkeypatch):
 
 
 def test_bad_stage_keys_are_config_errors(tmp_path):
-    
     with pytest.raises(ConfigError, match="prune_fraction"):
         _recipe(tmp_path, prune_fraction=1.5)
     with pytest.raises(ConfigError, match="net"):
@@ -325,10 +324,25 @@ def test_bad_stage_keys_are_config_errors(tmp_path):
         _recipe(tmp_path, net={"tau": 3})
     with pytest.raises(ConfigError, match="t_present"):  # a string where a number belongs: one clear error
         _recipe(tmp_path, net={"t_present": "long"})
-    with pytest.raises(ConfigError, match=r"hardware.tile must be an integer"):
+    with pytest.raises(ConfigError, match=r"hardware\.tile: .*valid integer, got 'big'"):
         _recipe(tmp_path, hardware={"tile": "big"})
     with pytest.raises(ConfigError, match="unknown key.*hardware"):
         _recipe(tmp_path, hardware={"tiles": 64})
+    with pytest.raises(ConfigError, match=r"stages\.stdp\.levels: .*greater than or equal to 2"):
+        _recipe(tmp_path, levels=1)
+    with pytest.raises(ConfigError, match=r"stages\.stdp\.quant_range: .*'wmax' or 'neuron'"):
+        _recipe(tmp_path, quant_range="layer")
+    with pytest.raises(ConfigError, match=r"net\.tau_m_e: .*greater than 0"):
+        _recipe(tmp_path, net={"tau_m_e": 0})
+    with pytest.raises(ConfigError, match=r"unknown key.*'blur'.*preprocess"):
+        _recipe(tmp_path, preprocess={"blur": 2})
+
+
+def test_prune_target_ramps_linearly():
+    assert prune_target(10, 100, 0.5, start=20, end=0.6) == 0.0
+    assert prune_target(40, 100, 0.5, start=20, end=0.6) == pytest.approx(0.25)
+    assert prune_target(90, 100, 0.5, start=20, end=0.6) == 0.5
+    assert prune_target(90, 100, 0.0) == 0.0
 
 
 def test_theta_decays_over_every_presented_images_time():

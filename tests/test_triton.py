@@ -26,7 +26,7 @@ SURROGATES = {"linear": PiecewiseLinear(), "stdb": STDB(), "fast_sigmoid": FastS
 CASES = list(itertools.product(F.ORDERS, F.RESETS, SURROGATES, ["scalar", "channel"]))
 CASE_IDS = ["-".join(c) for c in CASES]
 EXTRAS = ["float64", "float16_currents", "bfloat16_all", "run_steps_stream_and_expand", "cpu_needs_opt_in",
-          "no_triton_env", "opcheck"]
+          "no_triton_env", "opcheck", "t1_takes_pytorch_path"]
 SHAPE = (4, 3, 5, 6, 6)  # T, B, C, H, W: 540 elements per step = two programs of 512 (one partly masked)
 
 
@@ -107,6 +107,21 @@ def check_opcheck(device):
     torch.library.opcheck(bwd, (gout, pre, th, lk, inner, False, False, 3, 2.0, 0.0, False, True))
 
 
+def check_t1_takes_pytorch_path(device):
+    """At T = 1 the dispatcher picks the PyTorch fused path (faster on the GPU); results equal the reference, and the
+    kernel itself still handles T = 1 when called directly."""
+    x, th, lk, gout = _inputs(True, device)
+    assert F._kernel_layout(x[:2], th, lk, LIN)[0] == "triton"
+    assert F._kernel_layout(x[:1], th, lk, LIN)[0] != "triton"
+    s1, g1 = _spikes_and_grads(x[:1], th, lk, gout[:1], LIN, "integrate-fire", "soft", fused=True)
+    s2, g2 = _spikes_and_grads(x[:1], th, lk, gout[:1], LIN, "integrate-fire", "soft", fused=False)
+    assert torch.equal(s1, s2) and all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(g1, g2))
+    spikes, _, u = torch.ops.spikeforge.neuron_multistep_fwd(x[:1], th.reshape(-1), lk.reshape(-1),
+                                                             SHAPE[3] * SHAPE[4], True, True, False, None)
+    ref, _, u_ref = F.forward_loop(x[:1], th, lk, keep_pre=False)
+    assert torch.equal(spikes, ref) and torch.allclose(u, u_ref)
+
+
 LIN = PiecewiseLinear()
 
 
@@ -163,6 +178,7 @@ def _interpreter_suite() -> dict:
     record("cpu_needs_opt_in", cpu_needs_opt_in)
     record("no_triton_env", no_triton_env)
     record("opcheck", check_opcheck, "cpu")
+    record("t1_takes_pytorch_path", check_t1_takes_pytorch_path, "cpu")
     return results
 
 
@@ -252,6 +268,7 @@ def test_cuda_other_dtypes_and_inference_path():
     compare("integrate-fire", "soft", "linear", "scalar", "cuda", dtype=torch.bfloat16, ref_dtype=torch.float32,
             rtol=2e-2, atol=2e-2)
     check_run_steps("cuda")
+    check_t1_takes_pytorch_path("cuda")
 
 
 @pytest.mark.gpu

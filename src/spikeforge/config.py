@@ -55,9 +55,9 @@ def _yaml_float(v: Any) -> Any:
 
 
 Finite = Annotated[float, BeforeValidator(_yaml_float)]
-PosFloat = Annotated[float, BeforeValidator(_yaml_float), Field(gt=0)]
-NonNegFloat = Annotated[float, BeforeValidator(_yaml_float), Field(ge=0)]
-Fraction = Annotated[float, BeforeValidator(_yaml_float), Field(ge=0, le=1)]
+PosFloat = Annotated[float, Field(gt=0), BeforeValidator(_yaml_float)]
+NonNegFloat = Annotated[float, Field(ge=0), BeforeValidator(_yaml_float)]
+Fraction = Annotated[float, Field(ge=0, le=1), BeforeValidator(_yaml_float)]
 Probability = Fraction
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]

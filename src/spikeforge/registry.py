@@ -40,6 +40,12 @@ class Registry(Generic[T]):
 
         return add(item) if item is not None else add
 
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` (e.g. a test's temporary item) and return its item."""
+        if name not in self._items:
+            raise ConfigError(f"unknown {self.kind} {name!r}; available: {self.names()}")
+        return self._items.pop(name)
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

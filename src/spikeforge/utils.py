@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
-def text_table(head: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain-text table: the first column left-aligned, the others right-aligned, a dashed rule under the head."""
+def text_table(head: Sequence[Any], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
+    """A plain-text table: the first ``left`` columns left-aligned, the others right-aligned, a dashed rule under the
+    head."""
     head = [str(h) for h in head]
     rows = [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
 
     def line(r):
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        return "  ".join(c.rjust(w) if i >= left else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
 
     return "\n".join([line(head), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 

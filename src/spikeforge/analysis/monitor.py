@@ -1,7 +1,8 @@
 """Spike counting by forward hooks on the neuron layers.
 
 The spike rate of layer ``l`` is ``zeta_l = N_spikes,l / N_neurons,l`` counted over the whole inference (all ``T``
-steps) and averaged over samples, so it can exceed 1 when ``T > 1`` (methods.md §8.2).
+steps) and averaged over samples, so it can exceed 1 when ``T > 1`` (the spike rate of Kim & Panda, BNTT,
+Frontiers in Neuroscience 2021, and of the energy estimates of :mod:`spikeforge.analysis.energy`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Command line: ``spikeforge run | eval | energy | attack | explain | export | models``.
+"""Command line: ``spikeforge run | eval | energy | attack | explain | export | schema | models``.
 
-Each verb lives in its own module under :mod:`spikeforge.app.commands` with an ``add_parser(subparsers)`` function.
-Every user error (bad recipe, missing data, corrupt checkpoint) prints one line naming the problem and the fix and
-exits with status 2; no traceback.
+Each verb lives in its own module under :mod:`spikeforge.app.commands` with an ``add_parser(subparsers)`` function
+that registers the verb and its handler (``func``). Every user error (bad recipe, missing data, corrupt checkpoint)
+prints one line naming the problem and the fix and exits with status 2; no traceback.
 """
 
 from __future__ import annotations
@@ -10,26 +10,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spikeforge.analysis.attacks import add_attack_parser
-from spikeforge.analysis.energy import add_energy_parser
-from spikeforge.app.commands import eval as eval_cmd
-from spikeforge.app.commands import explain as explain_cmd
-from spikeforge.app.commands import export as export_cmd
-from spikeforge.app.commands import models as models_cmd
-from spikeforge.app.commands import run as run_cmd
+from spikeforge.app.commands import attack, energy, explain, export, models, run, schema
+from spikeforge.app.commands import eval as eval_
 from spikeforge.errors import SpikeforgeError
+from spikeforge.version import __version__
+
+VERBS = (run, eval_, energy, attack, explain, export, schema, models)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spikeforge", description="Train, convert and evaluate spiking neural networks.")
+    p.add_argument("--version", action="version", version=f"spikeforge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    run_cmd.add_parser(sub)
-    eval_cmd.add_parser(sub)
-    add_energy_parser(sub)
-    add_attack_parser(sub)
-    explain_cmd.add_explain_parser(sub)
-    export_cmd.add_export_parser(sub)
-    models_cmd.add_parser(sub)
+    for verb in VERBS:
+        verb.add_parser(sub)
     return p
 
 

@@ -399,8 +399,8 @@ def render_html(run: dict, images: dict[str, bytes | None]) -> str:
                           "E_mem, none at T=1); log scale"))
         parts.append(_table(["stage", "T", "encoding", "preset", "MACs", "ACs", "E ANN", "E SNN compute",
                              "E membrane", "ANN/SNN", "ANN/SNN w/ mem."], _energy_rows(stages)))
-        parts.append("<p class='note'>Energies in joules per inference (methods.md &sect;8; Horowitz ISSCC 2014 "
-                     "per-operation energies).</p>")
+        parts.append("<p class='note'>Energies in joules per inference (Horowitz, ISSCC 2014, per-operation "
+                     "energies).</p>")
     else:
         parts.append("<p class='note'>No stage recorded an energy estimate (metrics \"energy\"); run "
                      "<code>spikeforge energy STAGE_DIR</code> for one.</p>")

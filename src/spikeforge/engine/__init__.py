@@ -1,4 +1,4 @@
-"""Engine: checkpoints, the training loop, stages and the run."""
+"""Engine: recipes (the configuration of a run), checkpoints, the training loop, stages and the run."""
 
 from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from spikeforge.engine.train import OptimConfig, evaluate, fit

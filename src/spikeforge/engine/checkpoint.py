@@ -8,15 +8,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from spikeforge.errors import CheckpointError
-from spikeforge.utils import atomic_write_bytes, atomic_write_json, json_default  # noqa: F401  (re-exported)
 from spikeforge.models import ModelSpec, SNNConfig, TwinNet, build_model
+from spikeforge.utils import atomic_write_bytes, atomic_write_json, json_default  # noqa: F401  (re-exported)
 
 FORMAT = "spikeforge-checkpoint"
 VERSION = 1
@@ -24,11 +22,15 @@ MODEL_FILE = "model.pt"
 RESUME_FILE = "last.pt"
 
 
-def save_checkpoint(path: Path, model: TwinNet, header: dict | None = None, train_state: dict | None = None) -> None:
-    """Save ``model`` (its spec, SNN config and weights) with an extra ``header`` and optional ``train_state``."""
+def save_checkpoint(path: Path, model: torch.nn.Module, header: dict | None = None,
+                    train_state: dict | None = None) -> None:
+    """Save ``model``'s weights with an extra ``header`` and optional ``train_state``. For a :class:`TwinNet` the
+    header also gets its spec and SNN config (what :func:`load_checkpoint` rebuilds it from); any other module (the
+    STDP network) is described by its stage's header alone."""
     head = dict(header or {})
-    head["model"] = model.spec.to_dict()
-    head["snn"] = model.snn.to_dict() if model.spiking else None
+    if isinstance(model, TwinNet):
+        head["model"] = model.spec.to_dict()
+        head["snn"] = model.snn.to_dict() if model.spiking else None
     json.dumps(head, default=json_default)  # the header must stay JSON-like (weights_only loading)
     payload = {"format": FORMAT, "version": VERSION, "header": head, "state_dict": model.state_dict()}
     if train_state is not None:

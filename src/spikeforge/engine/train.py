@@ -1,9 +1,10 @@
 """The one training loop, for ANNs and SNNs alike (BPTT through all ``T`` steps happens inside the model).
 
-Which parameter groups learn (``weights``, ``threshold``, ``leak``), their learning rates, the optimizer and the
-schedule are configuration (:class:`OptimConfig`). Every epoch ends with an atomic checkpoint holding the optimizer
-and scheduler state; :func:`fit` resumes from it. Each epoch reseeds every random source from (seed, epoch), so a
-resumed run reproduces the uninterrupted one exactly on the CPU.
+Which parameter groups learn (``weights``, ``threshold``, ``leak``: the trainable thresholds and leaks of DIET-SNN,
+Rathi & Roy 2020), their learning rates, the optimizer and the schedule are configuration (:class:`OptimConfig`).
+Every epoch ends with an atomic checkpoint holding the optimizer and scheduler state; :func:`fit` resumes from it.
+Each epoch reseeds every random source from (seed, epoch), so a resumed run reproduces the uninterrupted one exactly
+on the CPU.
 """
 
 from __future__ import annotations
@@ -12,63 +13,56 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from tqdm.auto import tqdm
 
-from spikeforge.errors import ConfigError
-from spikeforge.models import TwinNet
 from spikeforge.analysis.monitor import SpikeMonitor
+from spikeforge.config import Fraction, NonNegFloat, PosFloat, config
 from spikeforge.engine.checkpoint import RESUME_FILE, load_raw, save_checkpoint
 from spikeforge.engine.distributed import all_reduce_sum, barrier, wrap
 from spikeforge.engine.distributed import info as dist_info
+from spikeforge.errors import ConfigError
+from spikeforge.models import TwinNet
 
 GROUPS = ("weights", "threshold", "leak")
+Group = Literal["weights", "threshold", "leak"]
+#: The parameter groups that learn: a non-empty list of ``weights``, ``threshold``, ``leak``.
+TrainGroups = Annotated[list[Group], Field(min_length=1)]
+#: A point of the step schedule, as a fraction of all training steps.
+Milestone = Annotated[float, Field(gt=0, le=1)]
+#: Label smoothing epsilon (Szegedy et al. 2016): 0 is none, 1 would erase the labels.
+Smoothing = Annotated[float, Field(ge=0, lt=1)]
 
 
-@dataclass
+@config
 class OptimConfig:
-    """Optimizer and schedule of one training stage.
+    """Optimizer and schedule of one training stage (the keys of every training stage of a recipe).
 
     ``optimizer``: ``sgd`` or ``adam``; ``lr`` for the weights, ``threshold_lr``/``leak_lr`` for those groups (None:
     same as ``lr``); ``weight_decay`` applies to weights only. ``schedule``: ``none``, ``step`` (multiply by
-    ``gamma`` at ``milestones``, fractions of the epochs) or ``cosine``. ``train``: the groups that learn.
+    ``gamma`` at ``milestones``, fractions of the epochs in (0, 1]) or ``cosine``. ``train``: the groups that learn.
+    ``grad_clip``: clip the gradient norm to this value (None: no clipping).
     """
 
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    threshold_lr: float | None = None
-    leak_lr: float | None = None
-    momentum: float = 0.9
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: PosFloat = 1e-3
+    threshold_lr: PosFloat | None = None
+    leak_lr: PosFloat | None = None
+    momentum: Fraction = 0.9
     nesterov: bool = False
     amsgrad: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    milestones: list[float] = field(default_factory=lambda: [0.6, 0.8, 0.9])
-    gamma: float = 0.1
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    train: list[str] = field(default_factory=lambda: ["weights"])
-
-    def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.schedule not in ("none", "step", "cosine"):
-            raise ConfigError(f"schedule must be 'none', 'step' or 'cosine', got {self.schedule!r}")
-        for name in ("lr", "threshold_lr", "leak_lr"):
-            v = getattr(self, name)
-            if v is not None and not (isinstance(v, (int, float)) and v > 0):
-                raise ConfigError(f"{name} must be a positive number, got {v!r}")
-        if not (0 <= self.label_smoothing < 1):
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        bad = [g for g in self.train if g not in GROUPS]
-        if bad or not self.train:
-            raise ConfigError(f"train must be a non-empty list from {list(GROUPS)}, got {self.train!r}")
-        if any(not (0 < m < 1) for m in self.milestones):
-            raise ConfigError(f"milestones are fractions of the epochs in (0, 1), got {self.milestones!r}")
+    weight_decay: NonNegFloat = 0.0
+    schedule: Literal["none", "step", "cosine"] = "cosine"
+    milestones: list[Milestone] = field(default_factory=lambda: [0.6, 0.8, 0.9])
+    gamma: PosFloat = 0.1
+    label_smoothing: Smoothing = 0.0
+    grad_clip: PosFloat | None = None
+    train: TrainGroups = field(default_factory=lambda: ["weights"])
 
 
 def _group_of(name: str) -> str:
@@ -154,6 +148,27 @@ def evaluate(model: nn.Module, loader, device, *, max_batches: int | None = None
     return res
 
 
+def accuracy_over_time(model: TwinNet, loader, device, steps: list[int], max_batches: int | None = None,
+                       progress: bool = False) -> dict[int, float]:
+    """Test accuracy at every ``T`` in ``steps`` from one simulation of ``max(steps)`` timesteps."""
+    model.eval().to(device)
+    steps = sorted(set(int(s) for s in steps))
+    correct = {t: 0 for t in steps}
+    total = 0
+    n = len(loader) if max_batches is None else min(len(loader), max_batches)
+    with torch.no_grad():
+        for i, (x, y) in enumerate(tqdm(loader, total=n, desc=f"accuracy vs T (up to {steps[-1]})",
+                                        disable=not progress, leave=False)):
+            if i >= n:
+                break
+            x, y = x.to(device), y.to(device)
+            outs = model.forward_cumulative(x, steps)
+            for t, out in zip(steps, outs):
+                correct[t] += int((out.argmax(1) == y).sum())
+            total += int(y.numel())
+    return {t: correct[t] / max(total, 1) for t in steps}
+
+
 @dataclass
 class FitResult:
     history: list[dict]
@@ -162,45 +177,32 @@ class FitResult:
     final_eval: dict
 
 
-def fit(
-    model: TwinNet,
-    data,
-    cfg: OptimConfig,
-    *,
-    epochs: int,
-    stage_dir: Path,
-    device: torch.device,
-    seed: int = 0,
-    stage_index: int = 0,
-    header: dict | None = None,
-    max_batches: int | None = None,
-    eval_batches: int | None = None,
-    eval_every: int = 1,
-    amp: bool = False,
-    progress: bool = True,
-    desc: str = "train",
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-) -> FitResult:
+@dataclass
+class _Epoch:
+    """Running sums of one training epoch."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+
+def fit(model: TwinNet, data, cfg: OptimConfig, *, epochs: int, stage_dir: Path, device: torch.device, seed: int = 0,
+        stage_index: int = 0, header: dict | None = None, max_batches: int | None = None,
+        eval_batches: int | None = None, eval_every: int = 1, amp: bool = False, progress: bool = True,
+        desc: str = "train", on_epoch_end: Callable[[int, dict], None] | None = None) -> FitResult:
     """Train ``model`` for ``epochs`` epochs on ``data.train``, evaluating on ``data.test`` after every
     ``eval_every``-th epoch (0: none) and always after the last one (skipped epochs record ``test_acc: None``).
 
     Resumes from ``stage_dir/last.pt`` when it exists (the epoch count, optimizer and scheduler come back).
     """
     model.to(device)
-    steps_per_epoch = len(data.train) if max_batches is None else min(len(data.train), max_batches)
+    steps = len(data.train) if max_batches is None else min(len(data.train), max_batches)
     opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, epochs, steps_per_epoch)
+    sched = build_scheduler(opt, cfg, epochs, steps)
     resume = Path(stage_dir) / RESUME_FILE
-    start, history, seconds, ev = 0, [], 0.0, None
-    if resume.exists():
-        raw = load_raw(resume, map_location=device)
-        model.load_state_dict(raw["state_dict"])
-        ts = raw.get("train_state", {})
-        opt.load_state_dict(ts["optimizer"])
-        sched.load_state_dict(ts["scheduler"])
-        start, history, seconds = int(ts["epoch"]), list(ts["history"]), float(ts["seconds"])
+    start, history, seconds = _resume(resume, model, opt, sched, device)
     net = wrap(model, device)  # DistributedDataParallel under torchrun, else the model
-    dinfo = dist_info()
+    ev = None
     for epoch in range(start, epochs):
         t0 = time.time()
         seed_everything(seed, stage_index, epoch)
@@ -208,58 +210,21 @@ def fit(
             data.train.set_epoch(epoch)
         model.train()
         mon = SpikeMonitor(model)
-        loss_sum = correct = seen = 0
-        bar = tqdm(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(total=steps, desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=False)
         with mon:
-            for i, (x, y) in enumerate(data.train):
-                if i >= steps_per_epoch:
-                    break
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with _autocast(device, amp):
-                    out = net(x)
-                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, batch {i + 1}; "
-                                             "lower the learning rate")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                sched.step()
-                if getattr(model, "spiking", False):
-                    model.constrain_()
-                loss_sum += float(loss.detach()) * y.numel()
-                correct += int((out.argmax(1) == y).sum())
-                seen += y.numel()
-                post = {"loss": f"{loss_sum / seen:.4f}", "acc": f"{correct / seen:.4f}"}
-                if mon.layers and i % 10 == 0:
-                    post["spikes"] = f"{mon.mean_rate():.3f}"
-                bar.set_postfix(post)
-                bar.update()
+            sums = _train_epoch(model, net, data.train, opt, sched, cfg, steps, device, amp, epoch, mon, bar)
         bar.close()
         tested = epoch + 1 == epochs or (eval_every > 0 and (epoch + 1) % eval_every == 0)
         ev = evaluate(model, data.test, device, max_batches=eval_batches, progress=progress, desc="test") \
             if tested else None
         seconds += time.time() - t0
-        rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "test_acc": ev["acc"] if ev else None, "test_loss": ev["loss"] if ev else None,
-               "lr": opt.param_groups[0]["lr"], "seconds": seconds}
-        if mon.layers:
-            rec["train_spike_rate"] = mon.mean_rate()
-            rec["test_spike_rate"] = ev["spike_rate"]["mean"] if ev else None
+        rec = _epoch_record(epoch, sums, ev, opt, mon, seconds, device)
         history.append(rec)
-        if dinfo.enabled:  # report the global training loss and accuracy
-            loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], device)
-            rec.update(train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1))
         if progress:
-            extra = f", spikes/neuron {rec['test_spike_rate']:.3f}" if mon.layers and ev else ""
-            test = f", test acc {ev['acc']:.4f}" if ev else ""
-            tqdm.write(f"  [{desc}] epoch {epoch + 1}/{epochs}: loss {rec['train_loss']:.4f}, "
-                       f"train acc {rec['train_acc']:.4f}{test}{extra} ({seconds:.0f} s)")
+            _log_epoch(desc, epoch, epochs, rec, ev, bool(mon.layers), seconds)
         train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
                        "history": history, "seconds": seconds}
-        if dinfo.is_main:
+        if dist_info().is_main:
             save_checkpoint(resume, model, header, train_state)
         barrier()
         if on_epoch_end:
@@ -267,3 +232,71 @@ def fit(
     if ev is None:  # resumed after the last epoch had already been saved
         ev = evaluate(model, data.test, device, max_batches=eval_batches, progress=progress, desc="test")
     return FitResult(history, seconds, start, ev)
+
+
+def _resume(resume: Path, model, opt, sched, device) -> tuple[int, list, float]:
+    """Restore model, optimizer and scheduler from ``last.pt`` if present: ``(start epoch, history, seconds)``."""
+    if not resume.exists():
+        return 0, [], 0.0
+    raw = load_raw(resume, map_location=device)
+    model.load_state_dict(raw["state_dict"])
+    ts = raw.get("train_state", {})
+    opt.load_state_dict(ts["optimizer"])
+    sched.load_state_dict(ts["scheduler"])
+    return int(ts["epoch"]), list(ts["history"]), float(ts["seconds"])
+
+
+def _train_epoch(model, net, loader, opt, sched, cfg: OptimConfig, steps: int, device, amp: bool, epoch: int,
+                 mon: SpikeMonitor, bar) -> _Epoch:
+    """One pass over (the first ``steps`` batches of) the training loader."""
+    sums = _Epoch()
+    for i, (x, y) in enumerate(loader):
+        if i >= steps:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            out = net(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, batch {i + 1}; "
+                                     "lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        if getattr(model, "spiking", False):
+            model.constrain_()
+        sums.loss_sum += float(loss.detach()) * y.numel()
+        sums.correct += int((out.argmax(1) == y).sum())
+        sums.seen += y.numel()
+        post = {"loss": f"{sums.loss_sum / sums.seen:.4f}", "acc": f"{sums.correct / sums.seen:.4f}"}
+        if mon.layers and i % 10 == 0:
+            post["spikes"] = f"{mon.mean_rate():.3f}"
+        bar.set_postfix(post)
+        bar.update()
+    return sums
+
+
+def _epoch_record(epoch: int, sums: _Epoch, ev: dict | None, opt, mon: SpikeMonitor, seconds: float,
+                  device) -> dict:
+    """The epoch's history entry; under torchrun the training loss and accuracy are summed over the ranks."""
+    seen = max(sums.seen, 1)
+    rec = {"epoch": epoch + 1, "train_loss": sums.loss_sum / seen, "train_acc": sums.correct / seen,
+           "test_acc": ev["acc"] if ev else None, "test_loss": ev["loss"] if ev else None,
+           "lr": opt.param_groups[0]["lr"], "seconds": seconds}
+    if mon.layers:
+        rec["train_spike_rate"] = mon.mean_rate()
+        rec["test_spike_rate"] = ev["spike_rate"]["mean"] if ev else None
+    if dist_info().enabled:  # report the global training loss and accuracy
+        loss_sum, correct, seen = all_reduce_sum([sums.loss_sum, sums.correct, sums.seen], device)
+        rec.update(train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1))
+    return rec
+
+
+def _log_epoch(desc: str, epoch: int, epochs: int, rec: dict, ev: dict | None, spiking: bool, seconds: float):
+    extra = f", spikes/neuron {rec['test_spike_rate']:.3f}" if spiking and ev else ""
+    test = f", test acc {ev['acc']:.4f}" if ev else ""
+    tqdm.write(f"  [{desc}] epoch {epoch + 1}/{epochs}: loss {rec['train_loss']:.4f}, "
+               f"train acc {rec['train_acc']:.4f}{test}{extra} ({seconds:.0f} s)")

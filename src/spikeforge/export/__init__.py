@@ -1,7 +1,8 @@
 """Export spikeforge models: NIR (SNNs, with import back), ONNX (ANN twins and T=1 SNNs), model cards.
 
-* :func:`to_nir` / :func:`write_nir` / :func:`from_nir` / :func:`read_nir` / :class:`NIRNetwork`
-  (:mod:`.nir_format`; needs the ``nir`` package),
+* :func:`to_nir` / :func:`write_nir` (:mod:`.nir_export`), :func:`from_nir` / :func:`read_nir`
+  (:mod:`.nir_import`), :class:`NIRNetwork` / :class:`NIRNeuron` (:mod:`.nir_runtime`, runs any feed-forward NIR
+  graph); the neuron mapping (Pedersen et al. 2024, NIR) in :mod:`.nir_mapping`; all need the ``nir`` package,
 * :func:`to_onnx` / :func:`build_onnx` / :func:`check_onnx` (:mod:`.onnx_format`; needs ``onnx``, and
   ``onnxruntime`` to run the files),
 * :func:`write_card` (:mod:`.card`).
@@ -11,8 +12,10 @@ names it. See ``docs/export.md``.
 """
 
 from spikeforge.export.card import card_data, card_paths, write_card
-from spikeforge.export.nir_format import (InexactExportWarning, NIRNetwork, NIRNeuron, from_nir, graph_info, read_nir, to_nir,
-                         write_nir)
+from spikeforge.export.nir_export import to_nir, write_nir
+from spikeforge.export.nir_import import from_nir, read_nir
+from spikeforge.export.nir_mapping import InexactExportWarning, graph_info
+from spikeforge.export.nir_runtime import NIRNetwork, NIRNeuron
 from spikeforge.export.onnx_format import build_onnx, check_onnx, onnx_session, to_onnx
 from spikeforge.export.trace import Op, trace_model
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from torch import nn
 
+from spikeforge.utils import atomic_write_text
+from spikeforge.version import __version__
+
 CARD_VERSION = 1
 
 
@@ -71,8 +74,6 @@ def _sha256(path: Path) -> str:
 def card_data(path: str | Path, model: nn.Module, *, fmt: str, header: dict | None = None,
               metrics: dict | None = None, checkpoint: str | Path | None = None, export: dict | None = None) -> dict:
     """The card as a dict (see the module docstring)."""
-    from spikeforge import __version__
-
     path = Path(path)
     header = header or {}
     sources: dict = {}
@@ -177,6 +178,6 @@ def write_card(path: str | Path, model: nn.Module, *, fmt: str, header: dict | N
     """Write ``FILE.card.json`` and ``FILE.card.md`` beside the exported ``path``; returns both paths."""
     card = card_data(path, model, fmt=fmt, header=header, metrics=metrics, checkpoint=checkpoint, export=export)
     pj, pm = card_paths(path)
-    pj.write_text(json.dumps(card, indent=2) + "\n")
-    pm.write_text(card_markdown(card))
+    atomic_write_text(pj, json.dumps(card, indent=2) + "\n")
+    atomic_write_text(pm, card_markdown(card))
     return pj, pm

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,11 @@ import torch
 from torch import nn
 
 from spikeforge.errors import ConfigError
-from spikeforge.export.trace import trace_model
+from spikeforge.export.card import write_card
+from spikeforge.export.trace import Op, trace_model
+from spikeforge.neuron import SpikingNeuron
+from spikeforge.utils import atomic_write_bytes
+from spikeforge.version import __version__
 
 OPSET = 17
 IR_VERSION = 8
@@ -45,12 +48,123 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().float().numpy().copy()
 
 
-def build_onnx(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, expose_spikes: bool = False,
-               opset: int = OPSET):
-    """The ``onnx.ModelProto`` of ``model`` (see the module docstring)."""
-    onnx = _require_onnx()
-    from onnx import TensorProto, helper, numpy_helper
+class _Graph:
+    """The ONNX nodes, initializers and extra outputs written so far (``onnx.helper`` builds each)."""
 
+    def __init__(self, onnx, expose_spikes: bool):
+        self.helper, self.numpy_helper, self.float = onnx.helper, onnx.numpy_helper, onnx.TensorProto.FLOAT
+        self.expose_spikes = expose_spikes
+        self.nodes: list = []
+        self.inits: list = []
+        self.outputs: list = []
+        self.counter = 0
+
+    def init(self, name: str, arr: np.ndarray) -> str:
+        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def tmp(self, base: str) -> str:
+        self.counter += 1
+        return f"{base}/{self.counter}"
+
+    def node(self, op_type: str, inputs: list[str], output: str, name: str | None = None, **attrs) -> str:
+        self.nodes.append(self.helper.make_node(op_type, inputs, [output], name=name or output, **attrs))
+        return output
+
+    def summed(self, op: Op) -> str:
+        """The op's input, or the ``Add`` of its inputs (a residual block's two branches)."""
+        acc = op.inputs[0]
+        for other in op.inputs[1:]:
+            out = self.tmp(f"{op.name}/add")
+            acc = self.node("Add", [acc, other], out)
+        return acc
+
+
+# ---- one writer per traced operation kind: (graph, op, source tensor name) --------------------------------------
+def _normalize(g: _Graph, op: Op, src: str) -> None:
+    m, c = op.module, op.shape[0]
+    mean = m.mean.detach().float().cpu().reshape(-1).expand(c).numpy().reshape(1, c, 1, 1)
+    std = m.std.detach().float().cpu().reshape(-1).expand(c).numpy().reshape(1, c, 1, 1)
+    centered = g.node("Sub", [src, g.init("normalize.mean", mean.copy())], g.tmp("normalize/sub"))
+    g.node("Div", [centered, g.init("normalize.std", std.copy())], op.name)
+
+
+def _weights(g: _Graph, op: Op, src: str) -> list[str]:
+    m = op.module
+    ins = [src, g.init(f"{op.name}.weight", _np(m.weight))]
+    if m.bias is not None:
+        ins.append(g.init(f"{op.name}.bias", _np(m.bias)))
+    return ins
+
+
+def _conv(g: _Graph, op: Op, src: str) -> None:
+    m = op.module
+    ph, pw = m.padding
+    g.node("Conv", _weights(g, op, src), op.name, kernel_shape=list(m.kernel_size), strides=list(m.stride),
+           pads=[ph, pw, ph, pw], dilations=list(m.dilation), group=m.groups)
+
+
+def _batchnorm(g: _Graph, op: Op, src: str) -> None:
+    m, c, name = op.module, op.shape[0], op.name
+    scale = _np(m.weight) if m.weight is not None else np.ones(c, np.float32)
+    shift = _np(m.bias) if m.bias is not None else np.zeros(c, np.float32)
+    g.node("BatchNormalization",
+           [src, g.init(f"{name}.weight", scale), g.init(f"{name}.bias", shift),
+            g.init(f"{name}.running_mean", _np(m.running_mean)), g.init(f"{name}.running_var", _np(m.running_var))],
+           name, epsilon=float(m.eps))
+
+
+def _relu(g: _Graph, op: Op, src: str) -> None:
+    g.node("Relu", [src], op.name)
+
+
+def _neuron(g: _Graph, op: Op, src: str) -> None:
+    """Spikes of a T=1 layer: ``I >= V_th`` (integrate-fire), or zeros (fire-integrate fires from U = 0)."""
+    m, name = op.module, op.name
+    if m.order == "fire-integrate":
+        shape = g.node("Shape", [src], g.tmp(f"{name}/shape"))
+        g.node("ConstantOfShape", [shape], name, value=g.helper.make_tensor("zero", g.float, [1], [0.0]))
+    else:
+        th = m.threshold.detach().float().cpu()
+        th = th.numpy().copy() if th.dim() == 0 else th.reshape(-1, *([1] * (len(op.shape) - 1))).numpy()
+        fired = g.node("GreaterOrEqual", [src, g.init(f"{name}.threshold", th)], g.tmp(f"{name}/ge"))
+        g.node("Cast", [fired], name, name=f"{name}/cast", to=g.float)
+    if g.expose_spikes:
+        out = g.node("Identity", [name], f"spikes:{name}")
+        g.outputs.append(g.helper.make_tensor_value_info(out, g.float, ["batch", *op.shape]))
+
+
+def _pool(g: _Graph, op: Op, src: str) -> None:
+    m = op.module
+    if op.kind == "pool":
+        k, s, p = [(v, v) if isinstance(v, int) else tuple(v) for v in (m.kernel_size, m.stride, m.padding)]
+        attrs = {"count_include_pad": int(bool(m.count_include_pad))}
+    else:
+        k = s = op.extra["kernel"]
+        p = (0, 0)
+        attrs = {}
+    g.node("AveragePool", [src], op.name, kernel_shape=list(k), strides=list(s), pads=[p[0], p[1], p[0], p[1]],
+           **attrs)
+
+
+def _flatten(g: _Graph, op: Op, src: str) -> None:
+    g.node("Flatten", [src], op.name, axis=1)
+
+
+def _linear(g: _Graph, op: Op, src: str) -> None:
+    g.node("Gemm", _weights(g, op, src), op.name, transB=1)
+
+
+def _readout(g: _Graph, op: Op, src: str) -> None:
+    g.node("Identity", [src], op.name)  # one step: the sum (or mean) over time of a single step is that step's value
+
+
+_WRITERS = {"normalize": _normalize, "conv": _conv, "bn": _batchnorm, "relu": _relu, "neuron": _neuron,
+            "pool": _pool, "adaptive_pool": _pool, "flatten": _flatten, "linear": _linear, "readout": _readout}
+
+
+def _check_exportable(model: nn.Module) -> bool:
+    """Whether ``model`` is spiking; refuses SNNs with state across steps or random input."""
     spiking = bool(getattr(model, "spiking", False))
     if spiking:
         if model.timesteps != 1:
@@ -60,120 +174,43 @@ def build_onnx(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, 
         if model.snn.encoding != "direct":
             raise ConfigError(f"this SNN uses {model.snn.encoding!r} input encoding (random spikes); ONNX export "
                               "needs direct input")
-    ops = trace_model(model, input_shape)
-    nodes, inits, outputs_extra = [], [], []
-    counter = [0]
+    return spiking
 
-    def init(name: str, arr: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
-        return name
 
-    def tmp(base: str) -> str:
-        counter[0] += 1
-        return f"{base}/{counter[0]}"
-
-    def summed(op) -> str:
-        if len(op.inputs) == 1:
-            return op.inputs[0]
-        acc = op.inputs[0]
-        for other in op.inputs[1:]:
-            out = tmp(f"{op.name}/add")
-            nodes.append(helper.make_node("Add", [acc, other], [out], name=out))
-            acc = out
-        return acc
-
-    for op in ops:
-        m, name = op.module, op.name
-        if op.kind == "input":
-            continue
-        src = summed(op)
-        if op.kind == "normalize":
-            c = op.shape[0]
-            mean = m.mean.detach().float().cpu().reshape(-1).expand(c).numpy().reshape(1, c, 1, 1)
-            std = m.std.detach().float().cpu().reshape(-1).expand(c).numpy().reshape(1, c, 1, 1)
-            centered = tmp("normalize/sub")
-            nodes.append(helper.make_node("Sub", [src, init("normalize.mean", mean.copy())], [centered],
-                                          name=centered))
-            nodes.append(helper.make_node("Div", [centered, init("normalize.std", std.copy())], [name], name=name))
-        elif op.kind == "conv":
-            ins = [src, init(f"{name}.weight", _np(m.weight))]
-            if m.bias is not None:
-                ins.append(init(f"{name}.bias", _np(m.bias)))
-            ph, pw = m.padding
-            nodes.append(helper.make_node("Conv", ins, [name], name=name, kernel_shape=list(m.kernel_size),
-                                          strides=list(m.stride), pads=[ph, pw, ph, pw],
-                                          dilations=list(m.dilation), group=m.groups))
-        elif op.kind == "bn":
-            c = op.shape[0]
-            scale = _np(m.weight) if m.weight is not None else np.ones(c, np.float32)
-            shift = _np(m.bias) if m.bias is not None else np.zeros(c, np.float32)
-            nodes.append(helper.make_node(
-                "BatchNormalization",
-                [src, init(f"{name}.weight", scale), init(f"{name}.bias", shift),
-                 init(f"{name}.running_mean", _np(m.running_mean)), init(f"{name}.running_var", _np(m.running_var))],
-                [name], name=name, epsilon=float(m.eps)))
-        elif op.kind == "relu":
-            nodes.append(helper.make_node("Relu", [src], [name], name=name))
-        elif op.kind == "neuron":
-            if m.order == "fire-integrate":
-                shape = tmp(f"{name}/shape")
-                nodes.append(helper.make_node("Shape", [src], [shape], name=shape))
-                nodes.append(helper.make_node("ConstantOfShape", [shape], [name], name=name,
-                                              value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])))
-            else:
-                th = m.threshold.detach().float().cpu()
-                th = th.numpy().copy() if th.dim() == 0 else th.reshape(-1, *([1] * (len(op.shape) - 1))).numpy()
-                fired = tmp(f"{name}/ge")
-                nodes.append(helper.make_node("GreaterOrEqual", [src, init(f"{name}.threshold", th)], [fired],
-                                              name=fired))
-                nodes.append(helper.make_node("Cast", [fired], [name], name=f"{name}/cast", to=TensorProto.FLOAT))
-            if expose_spikes:
-                out = f"spikes:{name}"
-                nodes.append(helper.make_node("Identity", [name], [out], name=out))
-                outputs_extra.append(helper.make_tensor_value_info(out, TensorProto.FLOAT,
-                                                                   ["batch", *op.shape]))
-        elif op.kind in ("pool", "adaptive_pool"):
-            if op.kind == "pool":
-                k, s, p = [(v, v) if isinstance(v, int) else tuple(v) for v in (m.kernel_size, m.stride, m.padding)]
-                attrs = {"count_include_pad": int(bool(m.count_include_pad))}
-            else:
-                k = s = op.extra["kernel"]
-                p = (0, 0)
-                attrs = {}
-            nodes.append(helper.make_node("AveragePool", [src], [name], name=name, kernel_shape=list(k),
-                                          strides=list(s), pads=[p[0], p[1], p[0], p[1]], **attrs))
-        elif op.kind == "flatten":
-            nodes.append(helper.make_node("Flatten", [src], [name], name=name, axis=1))
-        elif op.kind == "linear":
-            ins = [src, init(f"{name}.weight", _np(m.weight))]
-            if m.bias is not None:
-                ins.append(init(f"{name}.bias", _np(m.bias)))
-            nodes.append(helper.make_node("Gemm", ins, [name], name=name, transB=1))
-        elif op.kind == "readout":
-            # one step: the sum (or mean) over time of a single step is that step's value
-            nodes.append(helper.make_node("Identity", [src], [name], name=name))
-        else:  # pragma: no cover
-            raise ConfigError(f"{name}: unsupported operation {op.kind}")
-    last = ops[-1].name
-    nodes.append(helper.make_node("Identity", [last], ["logits"], name="logits"))
-    c, h, w = ops[0].shape
-    graph = helper.make_graph(
-        nodes, f"spikeforge-{model.spec.arch}",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", c, h, w])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", ops[-1].shape[0]])] + outputs_extra,
-        initializer=inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="spikeforge")
-    proto.ir_version = IR_VERSION
-    from spikeforge import __version__
-
+def _metadata(model: nn.Module, spiking: bool, expose_spikes: bool) -> str:
     meta = {"format": "spikeforge-onnx", "version": 1, "spikeforge_version": __version__,
             "model": model.spec.to_dict(), "snn": model.snn.to_dict() if spiking else None,
             "kind": "snn-t1" if spiking else "ann",
             "input": "image in [0, 1], [batch, C, H, W] (normalized inside the graph)",
             "output": "logits [batch, K]" + (" (spikes of each neuron layer as spikes:<layer>)" if expose_spikes
                                              else "")}
+    return json.dumps(meta)
+
+
+def build_onnx(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, expose_spikes: bool = False,
+               opset: int = OPSET):
+    """The ``onnx.ModelProto`` of ``model`` (see the module docstring)."""
+    onnx = _require_onnx()
+    helper = onnx.helper
+    spiking = _check_exportable(model)
+    ops = trace_model(model, input_shape)
+    g = _Graph(onnx, expose_spikes)
+    for op in ops[1:]:  # ops[0] is the input
+        writer = _WRITERS.get(op.kind)
+        if writer is None:  # pragma: no cover - trace_model only yields the kinds above
+            raise ConfigError(f"{op.name}: unsupported operation {op.kind}")
+        writer(g, op, g.summed(op))
+    g.node("Identity", [ops[-1].name], "logits")
+    c, h, w = ops[0].shape
+    graph = helper.make_graph(
+        g.nodes, f"spikeforge-{model.spec.arch}",
+        [helper.make_tensor_value_info("input", g.float, ["batch", c, h, w])],
+        [helper.make_tensor_value_info("logits", g.float, ["batch", ops[-1].shape[0]])] + g.outputs,
+        initializer=g.inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="spikeforge")
+    proto.ir_version = IR_VERSION
     entry = proto.metadata_props.add()
-    entry.key, entry.value = "spikeforge", json.dumps(meta)
+    entry.key, entry.value = "spikeforge", _metadata(model, spiking, expose_spikes)
     onnx.checker.check_model(proto)
     return proto
 
@@ -187,24 +224,14 @@ def to_onnx(model: nn.Module, path: str | Path, example: torch.Tensor | None = N
     ``check`` and onnxruntime installed, the file is run on it and compared with PyTorch (see :func:`check_onnx`;
     the result goes into the card). Returns ``path``.
     """
-    onnx = _require_onnx()
     input_shape = tuple(example.shape[1:]) if example is not None else None
     proto = build_onnx(model, input_shape, expose_spikes=expose_spikes, opset=opset)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpname = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same directory: os.replace is atomic
-    try:
-        onnx.save(proto, str(tmpname))
-        os.replace(tmpname, path)
-    finally:
-        if os.path.exists(tmpname):
-            os.unlink(tmpname)
+    atomic_write_bytes(path, lambda f: f.write(proto.SerializeToString()))
     checks = None
     if check and example is not None and importlib.util.find_spec("onnxruntime") is not None:
         checks = check_onnx(path, model, example)
     if card:
-        from spikeforge.export.card import write_card
-
         write_card(path, model, fmt="onnx", header=header, metrics=metrics, checkpoint=checkpoint,
                    export={"opset": opset, "kind": "snn-t1" if getattr(model, "spiking", False) else "ann",
                            "expose_spikes": expose_spikes, "checks": checks})
@@ -227,8 +254,6 @@ def onnx_session(path: str | Path, threads: int | None = None):
 @torch.no_grad()
 def torch_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(logits, {neuron layer name: spikes [B, ...]})`` of a PyTorch twin on ``x`` (spikes of a T=1 SNN)."""
-    from spikeforge.neuron import SpikingNeuron
-
     spikes: dict[str, torch.Tensor] = {}
     hooks = []
     for name, mod in model.named_modules():

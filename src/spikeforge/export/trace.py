@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from spikeforge.errors import ConfigError
+from spikeforge.models.resnet import BasicBlock
 from spikeforge.nn.layers import Normalize, Readout, SpikingDropout
 from spikeforge.neuron import SpikingNeuron
 
@@ -76,8 +77,6 @@ class _Tracer:
 
     def module(self, m: nn.Module, name: str, prev: str) -> str:
         """Trace ``m`` (named ``name``) reading ``prev``; returns the name of the op holding its output."""
-        from spikeforge.models.resnet import BasicBlock
-
         shape = self.shape_of(prev)
         if isinstance(m, (nn.Identity, nn.Dropout, SpikingDropout)):
             return prev

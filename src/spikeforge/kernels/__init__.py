@@ -1,78 +1,58 @@
-"""Compiled fast paths for the fused neuron.
+"""Compiled fast paths for the fused neuron: a C++ kernel for the CPU (``neuron_cpu.cpp``) and Triton kernels for
+CUDA (:mod:`.triton_neuron`).
 
-``cpu_kernel()`` JIT-compiles ``neuron_cpu.cpp`` (C++ with ATen's thread pool) on first use and caches the build
-under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``). If no compiler is available the build fails
-once, a warning says so, and the pure-PyTorch fused path is used instead (same results). Set
-``SPIKEFORGE_NO_CPP=1`` to skip the compiled path.
+``cpu_kernel()`` JIT-compiles ``neuron_cpu.cpp`` (C++ with ATen's thread pool) on first use through
+:func:`.build.load_extension` (:mod:`.cpu_neuron`, which also registers it as torch custom ops for
+``torch.compile``); without a compiler one warning says so and the pure-PyTorch fused path is used instead (same
+results). ``SPIKEFORGE_NO_CPP=1`` skips the compiled CPU path, ``SPIKEFORGE_NO_TRITON=1`` the Triton one, and
+``with compiled_kernels(False): ...`` both, temporarily. Before a compiled path is used for a configuration it is
+checked against the PyTorch path once per process (:mod:`.selfcheck`; ``SPIKEFORGE_NO_SELFCHECK=1`` skips that).
+
+The kernels know surrogate *functions*, not surrogate classes: :data:`SURROGATE_KERNELS` names the functions
+``g(z, dt; p1, p2)`` they implement and the id each one has in the kernels; a surrogate that matches one declares
+that id and its two parameters.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import warnings
-from pathlib import Path
+from spikeforge.kernels import selfcheck
+from spikeforge.kernels.build import cpp_disabled, load_extension, native_arch
+from spikeforge.kernels.cpu_neuron import load_cpu_kernel
+from spikeforge.kernels.triton_neuron import triton_available, unavailable_reason
 
-_STATE: dict = {}
+#: Surrogate functions implemented by both compiled kernels, by id (the ``CODE`` template/constexpr argument):
+#: ``0`` piecewise linear ``p1 * max(0, 1 - |z|)``; ``1`` spike-time exponential ``p1 * exp(-p2 * dt)``;
+#: ``2`` fast sigmoid ``1 / (1 + p1 |z|)^2``; ``3`` arctangent ``(p1 / 2) / (1 + (pi/2 p1 z)^2)``;
+#: ``4`` exponential ``p1 * exp(-p2 |z|)``.
+SURROGATE_KERNELS = {"piecewise_linear": 0, "spike_time_exponential": 1, "fast_sigmoid": 2, "atan": 3,
+                     "exponential": 4}
+
+_STATE: dict = {"disabled": False}
+
+__all__ = ["SURROGATE_KERNELS", "compiled_enabled", "compiled_kernels", "cpp_disabled", "cpu_kernel",
+           "load_cpu_kernel", "load_extension", "native_arch", "selfcheck", "triton_available", "unavailable_reason"]
 
 
-def native_arch() -> tuple[str, list[str]]:
-    """``(name suffix, flags)`` to build for this CPU's vector units (AVX2/AVX-512: about 3x faster neuron loops).
-
-    On Linux x86-64 the build uses ``-march=native`` and its cache name carries a hash of the CPU's feature flags, so
-    a cache shared with another kind of CPU is never loaded there; elsewhere the portable build is used.
-    """
-    import hashlib
-    import platform
-
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return "", []
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "", []
-    return "_" + hashlib.sha1(flags.encode()).hexdigest()[:10], ["-march=native"]
+def compiled_enabled() -> bool:
+    """False inside ``with compiled_kernels(False)``: every fused call then takes the pure-PyTorch path."""
+    return not _STATE["disabled"]
 
 
 def cpu_kernel():
     """The compiled CPU neuron module, or None when it cannot be built (or is disabled)."""
-    if _STATE.get("disabled"):
+    if not compiled_enabled():
         return None
-    if "module" in _STATE:
-        return _STATE["module"]
-    module = None
-    if os.environ.get("SPIKEFORGE_NO_CPP", "") not in ("1", "true", "yes"):
-        try:
-            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # no "CUDA not found" noise
-            from torch.utils.cpp_extension import load_inline
-
-            src = (Path(__file__).with_name("neuron_cpu.cpp")).read_text()
-            tag, arch = native_arch()
-            module = load_inline(
-                name=f"spikeforge_neuron_cpu_v3{tag}",
-                cpp_sources=[src],
-                functions=["neuron_forward", "neuron_backward"],
-                extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp", *arch],
-                extra_ldflags=["-fopenmp"],
-                verbose=False,
-            )
-        except Exception as exc:  # no compiler, no ninja, read-only cache ...
-            warnings.warn(f"spikeforge: compiled CPU neuron unavailable ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); using the PyTorch fused path",
-                          RuntimeWarning, stacklevel=2)
-            module = None
-    _STATE["module"] = module
-    return module
+    return load_cpu_kernel()
 
 
 class compiled_kernels:
-    """Context manager to switch the compiled path off (or on) temporarily: ``with compiled_kernels(False): ...``."""
+    """Context manager to switch the compiled paths off (or on) temporarily: ``with compiled_kernels(False): ...``."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
 
     def __enter__(self):
-        self._old = _STATE.get("disabled", False)
+        self._old = _STATE["disabled"]
         _STATE["disabled"] = not self.enabled
         return self
 

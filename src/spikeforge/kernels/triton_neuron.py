@@ -24,8 +24,9 @@ float16/bfloat16 inputs are computed (and ``P`` is saved) in float32, float64 in
 
 The kernels are exposed as the torch custom ops ``spikeforge::neuron_multistep_fwd`` and
 ``spikeforge::neuron_multistep_bwd`` (with fake implementations, so they trace under ``torch.compile``).
-``FusedMultiStep`` and ``run_steps`` use them for CUDA tensors; the compiled C++ kernel (CPU) and the pure-PyTorch
-fused path remain the fallbacks. Set ``SPIKEFORGE_NO_TRITON=1`` to switch the Triton path off. Triton is not a
+``FusedMultiStep`` and ``run_steps`` use them for CUDA tensors with ``T >= 2``; the compiled C++ kernel (CPU) and the
+pure-PyTorch fused path remain the fallbacks (and at ``T = 1`` the PyTorch path is faster on CUDA, see
+``spikeforge.neuron.functional``). Set ``SPIKEFORGE_NO_TRITON=1`` to switch the Triton path off. Triton is not a
 dependency of spikeforge (CUDA builds of PyTorch ship it): this module imports it inside a guard, and
 :func:`triton_available` is False when it is missing or broken.
 
@@ -307,7 +308,7 @@ if triton is not None:
         """BPTT from the saved ``P``: ``(grad_in, per-element threshold grad, per-element leak grad)``.
 
         The last two have one step's shape (summed over time) or are empty when not needed; all in ``P``'s dtype.
-        ``code, p1, p2`` are the surrogate's ``cpp_params()``.
+        ``code, p1, p2`` are the surrogate's ``kernel_spec()`` (``code``: an id of ``kernels.SURROGATE_KERNELS``).
         """
         return _backward_impl(grad_spikes, pre, threshold, leak, inner, integrate_first, soft, code, p1, p2,
                               need_th, need_lk)

@@ -1,17 +1,21 @@
-"""ANN -> SNN conversion (methods.md §1.8): BatchNorm folding and layer-wise threshold balancing.
+"""ANN -> SNN conversion: BatchNorm folding and layer-wise threshold balancing.
 
-Threshold balancing (Sengupta et al. 2019; the ``find_threshold`` of the Purdue code): layers are processed in order.
-For neuron layer ``l`` the partly converted SNN (thresholds of layers ``< l`` already set, every leak 1.0) is
-simulated for ``timesteps`` steps on one calibration batch; at every step a statistic of the *input current* of
-layer ``l`` (``W_l * s_{l-1}[t]``) is taken -- the maximum (hybrid) or the ``q``-th percentile (DIET 99.7, IIR 90),
-``k = 1 + round(q/100 * (n-1))``-th smallest of the ``n`` values -- and the largest value over the steps becomes
-``V_th,l`` (0 becomes 0.1, as in IIR). Finally every threshold is multiplied by ``scaling``. Residual-block neurons
-are balanced too (the reference code leaves them at a default).
+BatchNorm folding (Rueckauer et al. 2017): every BN is absorbed into the conv before it.
+
+Threshold balancing (Sengupta et al. 2019, Algorithm 1; the percentile rule of Rueckauer et al. 2017): layers are
+processed in order. For neuron layer ``l`` the partly converted SNN (thresholds of layers ``< l`` already set, every
+leak 1.0) is simulated for ``timesteps`` steps on one calibration batch; at every step a statistic of the *input
+current* of layer ``l`` (``W_l * s_{l-1}[t]``) is taken -- the maximum (Sengupta et al. 2019; Rathi et al. 2020,
+hybrid conversion) or the ``q``-th percentile (Rathi & Roy 2020, DIET-SNN: 99.7; Chowdhury et al. 2021, IIR-SNN:
+90), ``k = 1 + round(q/100 * (n-1))``-th smallest of the ``n`` values -- and the largest value over the steps
+becomes ``V_th,l`` (0 becomes 0.1). Finally every threshold is multiplied by ``scaling``. Residual-block neurons are
+balanced too.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
@@ -20,7 +24,6 @@ from tqdm.auto import tqdm
 
 from spikeforge.errors import ConversionError
 from spikeforge.models import ModelSpec, SNNConfig, TwinNet, build_model
-from spikeforge.neuron import SpikingNeuron
 
 _ALLOWED_ACT = (nn.ReLU,)
 _BAD_MODULES = (
@@ -96,7 +99,7 @@ def check_convertible(model: nn.Module, example: torch.Tensor) -> None:
 
 
 def fold_batchnorm(ann: TwinNet) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
-    """Fold every BatchNorm into the conv before it (IIR ``absorb_bn``):
+    """Fold every BatchNorm into the conv before it (Rueckauer et al. 2017):
     ``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta``.
 
     Returns the spec of the folded network (BN slots become identities, convs get biases) and its state dict.
@@ -202,6 +205,55 @@ def percentile_value(x: torch.Tensor, q: float, dim: int | None = None) -> torch
     return x.float().kthvalue(k, dim).values
 
 
+def _input_statistic(cur: torch.Tensor, per_channel: bool, percentile: float) -> torch.Tensor:
+    """Largest over the steps of the per-step ``percentile`` of the input current ``cur`` ``[T, B, C, ...]`` (one
+    value per channel with ``per_channel``)."""
+    best: torch.Tensor | None = None
+    for t in range(cur.shape[0]):
+        step = cur[t]
+        if per_channel:
+            v = percentile_value(step.transpose(0, 1).reshape(step.shape[1], -1), percentile, dim=1)
+        else:
+            v = percentile_value(step, percentile)
+        best = v if best is None else torch.maximum(best, v)
+    return best
+
+
+def _layer_threshold(snn: TwinNet, x: torch.Tensor, layer: nn.Module, timesteps: int, chunk: int,
+                     percentile: float) -> torch.Tensor:
+    """Simulate ``snn`` on normalized images ``x`` for ``timesteps`` steps (in chunks, carrying the state) up to
+    ``layer`` and return its balanced threshold: the statistic of its input current (0 becomes 0.1)."""
+    found: list[torch.Tensor] = []
+
+    def hook(module, inputs):
+        found.append(_input_statistic(inputs[0], layer.threshold.dim() == 1, percentile))
+        raise _Stop
+
+    handle = layer.register_forward_pre_hook(hook)
+    try:
+        with snn.streaming():
+            for start in range(0, timesteps, chunk):
+                steps = min(chunk, timesteps - start)
+                try:
+                    snn.run_time_first(snn.encode(x, steps), steps)
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+    best = functools.reduce(torch.maximum, found)
+    return torch.where(best > 0, best, torch.full_like(best, 0.1))
+
+
+def _rate_scales(neurons: list[nn.Module], feeding: list[int | None]) -> list[float]:
+    """``Lambda_l = Lambda_src(l) * V_th,l``: the rate scale of each neuron layer's spikes (the scaling of the
+    thresholds compounds through the layers, like the rates)."""
+    scales: list[float] = []
+    for li, layer in enumerate(neurons):
+        src = feeding[li]
+        scales.append((1.0 if src is None else scales[src]) * float(layer.threshold.detach().mean()))
+    return scales
+
+
 @torch.no_grad()
 def balance_thresholds(
     snn: TwinNet,
@@ -214,11 +266,15 @@ def balance_thresholds(
     progress: bool = True,
     rescale_bias: bool = True,
 ) -> list[float]:
-    """Set every neuron layer's threshold by layer-wise balancing on the calibration images ``calib`` (in [0, 1]).
+    """Set every neuron layer's threshold by layer-wise balancing (Sengupta et al. 2019) on the calibration images
+    ``calib`` (in [0, 1]), simulating ``timesteps`` steps in chunks of ``chunk``; the model's own ``timesteps`` is
+    left alone.
 
     Returns the thresholds (layer means). Leaks are held at 1.0 during the search and restored afterwards.
     With ``rescale_bias`` (for a network fresh from :func:`ann_to_snn`), layer biases are taken as the ANN's and
-    divided by the rate scale of their input; pass False for a network whose biases were already trained as an SNN.
+    divided by the rate scale ``Lambda`` of their input (``Lambda_l = Lambda_src(l) * V_th,l``), so currents stay
+    proportional to the ANN's pre-activations (e.g. BatchNorm folded into the convs); pass False for a network whose
+    biases were already trained as an SNN.
     """
     if not snn.spiking:
         raise ConversionError("balance_thresholds needs an SNN twin (create_model(..., spiking=True))")
@@ -227,13 +283,10 @@ def balance_thresholds(
     was_training = snn.training
     snn.eval()
     neurons = snn.neurons()
-    old_steps = snn.timesteps
     old_leaks = [n.leak.detach().clone() for n in neurons]
     for n in neurons:
         n.leak.fill_(1.0)
     x = snn.normalize(calib)
-    # With biases (e.g. BatchNorm folded into the convs), each layer's bias is divided by the rate scale Lambda of
-    # its input (Lambda_l = Lambda_src(l) * V_th,l), so currents stay proportional to the ANN's pre-activations.
     pairs = _bias_sources(snn) if rescale_bias else []
     originals = [layer.bias.detach().clone() for layer, _ in pairs]
     feeding = _feeding_sources(snn)
@@ -242,48 +295,15 @@ def balance_thresholds(
     try:
         for li, layer in enumerate(bar):
             _rescale_biases(pairs, originals, scales)
-            best: torch.Tensor | None = None
-
-            def hook(module, inputs, layer=layer):
-                nonlocal best
-                cur = inputs[0]
-                per_channel = layer.threshold.dim() == 1
-                for t in range(cur.shape[0]):
-                    step = cur[t]
-                    if per_channel:
-                        v = percentile_value(step.transpose(0, 1).reshape(step.shape[1], -1), percentile, dim=1)
-                    else:
-                        v = percentile_value(step, percentile)
-                    best = v if best is None else torch.maximum(best, v)
-                raise _Stop
-
-            handle = layer.register_forward_pre_hook(hook)
-            try:
-                with snn.streaming():
-                    for start in range(0, timesteps, chunk):
-                        n = min(chunk, timesteps - start)
-                        snn._set_steps(n)
-                        try:
-                            snn._run_time_first(snn.encoder(x))
-                        except _Stop:
-                            pass
-            finally:
-                handle.remove()
-            value = torch.where(best > 0, best, torch.full_like(best, 0.1))
+            value = _layer_threshold(snn, x, layer, timesteps, chunk, percentile)
             layer.threshold.copy_(value.to(layer.threshold.dtype).view_as(layer.threshold))
-            src = feeding[li]
-            scales[li] = (1.0 if src is None else scales[src]) * float(value.mean())
+            scales[li] = (1.0 if feeding[li] is None else scales[feeding[li]]) * float(value.mean())
             bar.set_postfix(threshold=f"{float(value.mean()):.4g}")
         for layer in neurons:
             layer.threshold.mul_(scaling)
-        final = [None] * len(neurons)
-        for li, layer in enumerate(neurons):  # the scaling compounds through the layers, like the rates
-            src = feeding[li]
-            final[li] = (1.0 if src is None else final[src]) * float(layer.threshold.detach().mean())
-        _rescale_biases(pairs, originals, final)
+        _rescale_biases(pairs, originals, _rate_scales(neurons, feeding))
     finally:
         for n, lk in zip(neurons, old_leaks):
             n.leak.copy_(lk)
-        snn.timesteps = old_steps
         snn.train(was_training)
     return snn.thresholds()

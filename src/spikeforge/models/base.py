@@ -4,6 +4,9 @@ The ANN twin runs its layers as usual. The SNN twin encodes the normalized image
 Poisson), runs the same layer list time-first (stateless layers folded into ``[T*B, ...]``, neurons looping over
 time) and reduces the readout over time. Neuron state starts from zero at every call.
 
+``T`` has one home: ``model.timesteps`` (``model.snn.timesteps``; set it, or evaluate temporarily at another ``T``
+with ``with model.at_timesteps(T): ...``). No layer stores it: time-aware layers receive ``steps=`` at every call.
+
 With ``snn.checkpoint_chunk`` a training forward runs in time chunks under activation checkpointing
 (:meth:`TwinNet._forward_checkpointed`): the gradients are exact, only the chunk-boundary membranes are kept.
 """
@@ -17,12 +20,17 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from spikeforge.nn.bntt import BatchNormThroughTime
-from spikeforge.nn.encoders import PoissonEncoder, make_encoder
 from spikeforge.errors import ConfigError, ShapeError
-from spikeforge.nn.layers import Normalize, Readout, SpikingDropout, run_sequence
-from spikeforge.neuron import SpikingNeuron
 from spikeforge.models.spec import ModelSpec, SNNConfig
+from spikeforge.neuron import NEURONS, SpikingNeuron
+from spikeforge.nn.bntt import BatchNormThroughTime, bntt_layers
+from spikeforge.nn.encoders import make_encoder
+from spikeforge.nn.layers import Normalize, Readout, SpikingDropout, run_sequence
+
+
+def neuron_types() -> tuple[type, ...]:
+    """The spiking neuron module classes: :class:`SpikingNeuron` and every class registered in ``NEURONS``."""
+    return (SpikingNeuron, *(item for _, item in NEURONS.items() if isinstance(item, type)))
 
 
 class TwinNet(nn.Module):
@@ -41,22 +49,24 @@ class TwinNet(nn.Module):
         self.normalize = Normalize(spec.mean * (spec.in_channels if len(spec.mean) == 1 else 1),
                                    spec.std * (spec.in_channels if len(spec.std) == 1 else 1))
         if self.spiking:
-            self.encoder = make_encoder(snn.encoding, snn.timesteps, convention=snn.poisson_convention,
-                                        rate=snn.poisson_rate)
+            self.encoder = make_encoder(snn.encoding, convention=snn.poisson_convention, rate=snn.poisson_rate)
 
     # -- building blocks -------------------------------------------------------------------------------------
     def act(self, channels: int | None = None) -> nn.Module:
-        """ReLU in the ANN, a spiking neuron layer in the SNN (same position, so state-dict names line up)."""
+        """ReLU in the ANN, a spiking neuron layer in the SNN (same position, so state-dict names line up): the
+        neuron model ``snn.neuron`` from ``NEURONS``, with ``snn.neuron_params`` as its extra keywords."""
         if not self.spiking:
             return nn.ReLU(inplace=False)
         c = self.snn
-        return SpikingNeuron(c.threshold, c.leak, channels=channels if c.per_channel else None,
-                             learn_threshold=c.learn_threshold, learn_leak=c.learn_leak, surrogate=c.surrogate,
-                             order=c.order, reset=c.reset, fused=c.fused, timesteps=c.timesteps)
+        return NEURONS.get(c.neuron)(c.threshold, c.leak, channels=channels if c.per_channel else None,
+                                     learn_threshold=c.learn_threshold, learn_leak=c.learn_leak,
+                                     surrogate=c.surrogate, order=c.order, reset=c.reset, fused=c.fused,
+                                     **c.neuron_params)
 
     def bn(self, channels: int, dims: int = 2) -> nn.Module | None:
         """BatchNorm slot after a conv (``dims=2``) or hidden FC (``dims=1``, BNTT only): BN, an identity once BN
-        was folded into the conv, BNTT in a BNTT SNN (plain BN in its ANN twin), or nothing."""
+        was folded into the conv, BNTT in a BNTT SNN (plain BN in its ANN twin; one normalization for each of the
+        ``snn.timesteps`` steps it is built for), or nothing."""
         if self.spec.bntt:
             if self.spiking:
                 return BatchNormThroughTime(channels, self.snn.timesteps)
@@ -92,12 +102,20 @@ class TwinNet(nn.Module):
             return self._forward_checkpointed(x, steps, ck)
         chunk = self.snn.time_chunk
         if chunk is None or chunk >= steps or torch.is_grad_enabled():
-            return self._run_time_first(self.encoder(x))
+            return self.run_time_first(self.encode(x, steps), steps)
         return self._forward_streaming(x, steps, chunk)
 
-    def _run_time_first(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Encode normalized images ``[B, ...]`` into time-first input for ``steps`` steps (default
+        :attr:`timesteps`): ``[steps, B, ...]``, or ``[1, B, ...]`` for direct encoding."""
+        return self.encoder(x, self.timesteps if steps is None else int(steps))
+
+    def run_time_first(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Run every layer of the SNN on encoded input ``x`` (:meth:`encode`) for ``steps`` steps (default
+        :attr:`timesteps`) and return the readout. Inside :meth:`streaming`, neurons continue from the last call."""
+        steps = self.timesteps if steps is None else int(steps)
         for name in self.sequence_names:
-            x = run_sequence(getattr(self, name), x)
+            x = run_sequence(getattr(self, name), x, steps)
         return x
 
     def _forward_checkpointed(self, x: torch.Tensor, steps: int, chunk: int) -> torch.Tensor:
@@ -114,7 +132,7 @@ class TwinNet(nn.Module):
         neurons = self.neurons()
         readouts = [m for m in self.modules() if isinstance(m, Readout)]
         mean = bool(readouts) and readouts[-1].mode == "mean"
-        gen = self.encoder._gen(x.device) if isinstance(self.encoder, PoissonEncoder) else None
+        gen = self._encoder_generator(x.device)
         masks: dict = {}  # SpikingDropout masks, shared by all chunks and their recomputation
         total, states, done = None, [None] * len(neurons), 0
         while done < steps:
@@ -129,7 +147,7 @@ class TwinNet(nn.Module):
 
     def _checkpoint_chunk(self, length, last, record, masks, neurons, readouts, x, *states):
         """One checkpointed chunk: sets up the chunk's running state, runs it, restores everything."""
-        gen = self.encoder._gen(x.device) if record["gen"] is not None else None
+        gen = self._encoder_generator(x.device) if record["gen"] is not None else None
         recompute = record["calls"] > 0
         record["calls"] += 1
         gen_now = gen.get_state() if gen is not None else None
@@ -144,8 +162,7 @@ class TwinNet(nn.Module):
                 d.hold_mask(masks)
             for n, u in zip(neurons, states):
                 n.start_carry(u, keep_last=not last)
-            self._set_steps(length)
-            part = self._run_time_first(self.encoder(x))
+            part = self.run_time_first(self.encode(x, length), length)
             lasts = [] if last else [n.carried_membrane if n.carried_membrane is not None else u
                                      for n, u in zip(neurons, states)]
         finally:
@@ -155,7 +172,6 @@ class TwinNet(nn.Module):
                 d.release_mask()
             for n in neurons:
                 n.stop_carry()
-            self._set_steps(self.snn.timesteps)
             if gen is not None and recompute:  # recomputation must not disturb the encoder's random stream
                 gen.set_state(gen_now)
         return (part, *lasts)
@@ -203,8 +219,7 @@ class TwinNet(nn.Module):
                 r.mode = "sum"
             with self.streaming():
                 for b in bounds:
-                    self._set_steps(b - done)
-                    part = self._run_time_first(self.encoder(x))
+                    part = self.run_time_first(self.encode(x, b - done), b - done)
                     total = part if total is None else total + part
                     done = b
                     if b in points:
@@ -212,13 +227,12 @@ class TwinNet(nn.Module):
         finally:
             for r, m in zip(readouts, modes):
                 r.mode = m
-            self._set_steps(self.snn.timesteps)
         return [out[int(c)] for c in checkpoints]
 
     @contextlib.contextmanager
     def streaming(self):
         """Within this context every neuron keeps its state between calls (then it is dropped)."""
-        neurons = self.neurons() + [m for m in self.modules() if isinstance(m, BatchNormThroughTime)]
+        neurons = self.neurons() + bntt_layers(self)
         for n in neurons:
             n.start_stream()
         try:
@@ -228,20 +242,26 @@ class TwinNet(nn.Module):
                 n.stop_stream()
 
     # -- SNN attributes --------------------------------------------------------------------------------------
-    def neurons(self) -> list[SpikingNeuron]:
-        """Spiking neuron layers in forward order."""
-        return [m for m in self.modules() if isinstance(m, SpikingNeuron)]
+    def neurons(self) -> list[nn.Module]:
+        """Spiking neuron layers (every registered neuron model) in forward order."""
+        types = neuron_types()
+        return [m for m in self.modules() if isinstance(m, types)]
 
     @property
     def timesteps(self) -> int | None:
+        """Simulation length ``T`` of the SNN (None for an ANN); its one home is ``snn.timesteps``."""
         return self.snn.timesteps if self.spiking else None
 
     @timesteps.setter
     def timesteps(self, steps: int) -> None:
         if not self.spiking:
             raise AttributeError("an ANN has no timesteps")
-        self.snn.timesteps = int(steps)
-        self._set_steps(int(steps))
+        steps = int(steps)
+        limit = min((m.num_steps for m in bntt_layers(self)), default=None)
+        if limit is not None and steps > limit:
+            raise ConfigError(f"this BNTT model has batch norms for {limit} timesteps; it can run at T <= {limit}, "
+                              f"not {steps}")
+        self.snn.timesteps = steps
 
     @contextlib.contextmanager
     def at_timesteps(self, steps: int):
@@ -257,19 +277,16 @@ class TwinNet(nn.Module):
         finally:
             self.timesteps = old
 
-    def _set_steps(self, steps: int) -> None:
-        self.encoder.timesteps = steps
-        for n in self.neurons():
-            n.timesteps = steps
-        for m in self.modules():
-            if isinstance(m, BatchNormThroughTime):
-                m.steps = steps
-
     def set_encoding(self, encoding: str, **kw) -> None:
         """Switch the SNN's input encoding (``direct`` / ``poisson``)."""
         self.snn = self.snn.updated(encoding=encoding, **kw)
         c = self.snn
-        self.encoder = make_encoder(c.encoding, c.timesteps, convention=c.poisson_convention, rate=c.poisson_rate)
+        self.encoder = make_encoder(c.encoding, convention=c.poisson_convention, rate=c.poisson_rate)
+
+    def _encoder_generator(self, device) -> torch.Generator | None:
+        """The encoder's private random stream (a seeded Poisson encoder), else None (global RNG or no draws)."""
+        generator = getattr(self.encoder, "generator", None)
+        return generator(device) if callable(generator) else None
 
     def constrain_(self) -> None:
         """Keep leaks in [0, 1] and thresholds positive (call after each optimizer step)."""

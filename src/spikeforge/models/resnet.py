@@ -1,4 +1,4 @@
-"""ResNet twins of the Purdue lineage (hybrid, DIET, IIR; methods.md §1.9).
+"""ResNet twins as in Rathi et al. 2020 (hybrid conversion + STDB) and Rathi & Roy 2020 (DIET-SNN).
 
 Stem: three 3x3 convs with 64 channels (spiking, dropout between) and AvgPool(2). Then four stages of BasicBlocks
 with 64/128/256/512 planes and first-block strides 1/2/2/2; block counts resnet20 [2,2,2,2], resnet34 [3,4,6,3]
@@ -13,17 +13,17 @@ import torch
 from torch import nn
 
 from spikeforge.errors import ConfigError
-
-from spikeforge.nn.layers import fold
 from spikeforge.models.base import TwinNet
+from spikeforge.models.registry import MODELS
 from spikeforge.models.spec import ModelSpec, SNNConfig
 from spikeforge.models.vgg import init_weights
+from spikeforge.nn.layers import apply_time_first, fold
 
 BLOCKS = {"resnet12": [1, 1, 1, 1], "resnet20": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
 
 
 class BasicBlock(nn.Module):
-    """``act2(conv2(drop(act1(conv1(x)))) + shortcut(x))``; time-aware in the SNN twin."""
+    """``act2(conv2(drop(act1(conv1(x)))) + shortcut(x))``; time-aware in the SNN twin (``forward(x, steps)``)."""
 
     time_aware = True
 
@@ -45,11 +45,12 @@ class BasicBlock(nn.Module):
         self.shortcut = nn.Sequential(*sc)
         self.act2 = net.act(planes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         if not self.spiking:
             out = self.drop(self.act1(self.bn1(self.conv1(x))))
             return self.act2(self.bn2(self.conv2(out)) + self.shortcut(x))
-        out = self.drop(self.act1(fold(nn.Sequential(self.conv1, self.bn1), x)))
+        out = apply_time_first(self.act1, fold(nn.Sequential(self.conv1, self.bn1), x), steps)
+        out = apply_time_first(self.drop, out, steps)
         current = fold(nn.Sequential(self.conv2, self.bn2), out)
         if len(self.shortcut):
             short = fold(self.shortcut, x)
@@ -57,7 +58,7 @@ class BasicBlock(nn.Module):
             short = x
         if short.shape[0] != current.shape[0]:  # direct input reaching a block: broadcast over time
             short = short.expand_as(current)
-        return self.act2(current + short)
+        return apply_time_first(self.act2, current + short, steps)
 
 
 class ResNet(TwinNet):
@@ -99,3 +100,7 @@ class ResNet(TwinNet):
         self.classifier = nn.Sequential(*cls)
         self.sequence_names = ("stem", "layers", "classifier")
         init_weights(self)
+
+
+for _name in BLOCKS:
+    MODELS.register(_name, ResNet)

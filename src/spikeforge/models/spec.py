@@ -1,74 +1,74 @@
 """Model specs: one description builds the ANN and its SNN twin.
 
 :class:`ModelSpec` is the architecture (what the weights are); :class:`SNNConfig` is how the spiking twin runs
-(timesteps, encoding, neuron dynamics, readout). Both are plain dataclasses that round-trip through JSON, so they
-live in checkpoint headers and recipes.
+(timesteps, encoding, neuron model and dynamics, readout). Both are validated configs (:func:`spikeforge.config.config`:
+types, physical bounds and choices are checked on construction and assignment, one :class:`ConfigError` line naming
+the key) that round-trip through JSON, so they live in checkpoint headers and recipes.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, field
+from typing import Annotated, Any, Literal
 
+from pydantic import Field
+
+from spikeforge.config import Finite, Fraction, NonNegFloat, PosFloat, PosInt, config, from_dict
 from spikeforge.errors import ConfigError
+from spikeforge.neuron import NEURONS
+from spikeforge.neuron.surrogate import get_surrogate
+from spikeforge.nn.encoders import ENCODERS
+
+#: Channel multiplier: positive, and at most 16x the paper's widths (larger is a typo, not a network).
+Width = Annotated[PosFloat, Field(le=16)]
+#: Dropout probability in [0, 1).
+DropoutP = Annotated[NonNegFloat, Field(lt=1)]
+
+#: Keywords that :meth:`TwinNet.act <spikeforge.models.base.TwinNet.act>` passes to every neuron model itself;
+#: ``snn.neuron_params`` holds only the model's own extra parameters.
+NEURON_COMMON_KWARGS = ("threshold", "leak", "channels", "learn_threshold", "learn_leak", "surrogate", "order",
+                        "reset", "fused")
 
 
-def _check_keys(cls, data: dict, where: str) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed keys: {sorted(known)}")
-
-
-@dataclass
+@config
 class ModelSpec:
     """Architecture description shared by the ANN and SNN twins.
 
-    ``arch``: registry name (``vgg5``, ``vgg16``, ``resnet20`` ...). ``input_size``: 28 (MNIST), 32 (CIFAR), 64
-    (Tiny-ImageNet) or 224 (ImageNet); the classifier's input size is derived from it. ``width`` scales every
-    channel count (1.0 = the paper's). ``hidden``: classifier hidden sizes (None = the paper's). ``bias``: conv and
-    linear biases (bias-free by default, as in the papers). ``batch_norm``: BN after each conv (ANN only; folded away
-    by conversion, which sets ``bn_folded``: BN slots become identities and convs get biases). ``bntt``: batch norm
-    through time (Kim & Panda) after every conv and hidden FC of the SNN twin (the ANN twin has plain BatchNorm
-    there); set automatically by the ``*_bntt`` architectures. ``dropout``: classifier dropout; ``conv_dropout``:
-    dropout after conv layers not followed by a pool. ``mean``/``std``: input normalization inside the model.
+    ``arch``: registered architecture (``vgg5``, ``vgg16``, ``resnet20`` ...). ``input_size``: 28 (MNIST), 32
+    (CIFAR), 64 (Tiny-ImageNet) or 224 (ImageNet); the classifier's input size is derived from it. ``width`` scales
+    every channel count (1.0 = the paper's; at most 16). ``hidden``: classifier hidden sizes (None = the paper's).
+    ``bias``: conv and linear biases (bias-free by default, as in the papers). ``batch_norm``: BN after each conv (ANN
+    only; folded away by conversion, which sets ``bn_folded``: BN slots become identities and convs get biases).
+    ``bntt``: batch norm through time (Kim & Panda 2021) after every conv and hidden FC of the SNN twin (the ANN twin
+    has plain BatchNorm there); set automatically by the ``*_bntt`` architectures. ``dropout``: classifier dropout;
+    ``conv_dropout``: dropout after conv layers not followed by a pool. ``mean``/``std``: input normalization inside
+    the model (1 or ``in_channels`` values each).
     """
 
     arch: str = "vgg5"
-    num_classes: int = 10
-    in_channels: int = 3
-    input_size: int = 32
-    width: float = 1.0
-    hidden: list[int] | None = None
+    num_classes: PosInt = 10
+    in_channels: PosInt = 3
+    input_size: PosInt = 32
+    width: Width = 1.0
+    hidden: list[PosInt] | None = None
     bias: bool = False
     batch_norm: bool = False
     bn_folded: bool = False
     bntt: bool = False
-    dropout: float = 0.2
-    conv_dropout: float = 0.0
-    mean: list[float] = field(default_factory=lambda: [0.0])
-    std: list[float] = field(default_factory=lambda: [1.0])
+    dropout: DropoutP = 0.2
+    conv_dropout: DropoutP = 0.0
+    mean: list[Finite] = field(default_factory=lambda: [0.0])
+    std: list[PosFloat] = field(default_factory=lambda: [1.0])
 
     def __post_init__(self):
-        for name in ("num_classes", "in_channels", "input_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not (isinstance(self.width, (int, float)) and self.width > 0):
-            raise ConfigError(f"model.width must be a positive number, got {self.width!r}")
-        for name in ("dropout", "conv_dropout"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 <= v < 1):
-                raise ConfigError(f"model.{name} must be in [0, 1), got {v!r}")
-        self.mean = [float(v) for v in self.mean]
-        self.std = [float(v) for v in self.std]
         if len(self.mean) not in (1, self.in_channels) or len(self.std) != len(self.mean):
-            raise ConfigError(f"model.mean/std need 1 or in_channels={self.in_channels} values each")
-        if any(s <= 0 for s in self.std):
-            raise ConfigError("model.std values must be positive")
-        if self.arch.endswith("_bntt"):
+            raise ConfigError(f"ModelSpec.mean/std need 1 or in_channels={self.in_channels} values each, got "
+                              f"{len(self.mean)} and {len(self.std)}")
+        if self.arch.endswith("_bntt") and not self.bntt:
             self.bntt = True
         if self.bntt and self.batch_norm:
-            raise ConfigError("model.bntt and model.batch_norm exclude each other (BNTT is the SNN's batch norm)")
+            raise ConfigError("ModelSpec.bntt and batch_norm exclude each other (BNTT is the SNN's batch norm); "
+                              "set batch_norm: false")
 
     @property
     def conv_bias(self) -> bool:
@@ -82,72 +82,65 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "model") -> ModelSpec:
-        _check_keys(cls, data, where)
-        return cls(**data)
+        """Build from a mapping (recipe section, checkpoint header); errors are prefixed with ``where``."""
+        return from_dict(cls, data, where)
 
 
-@dataclass
+@config
 class SNNConfig:
     """How the spiking twin runs.
 
-    ``order``: ``integrate-fire`` (B, default) or ``fire-integrate`` (A, one-step delay per layer).
-    ``reset``: ``soft`` (subtract threshold) or ``hard``. ``threshold``/``leak``: initial values for every layer
-    (conversion overwrites thresholds). ``learn_threshold``/``learn_leak``: make them trainable.
-    ``per_channel``: one threshold/leak per channel instead of per layer. ``surrogate``: name or mapping (see
-    :mod:`spikeforge.neuron.surrogate`). ``encoding``: ``direct`` or ``poisson`` (``poisson_convention`` ``rate`` with
-    ``poisson_rate``, or ``half``). ``readout``: ``sum`` or ``mean`` over time. ``fused``: fused multi-step neuron
-    (fast path) or the per-step reference. ``time_chunk``: with gradients off, run long ``T`` in chunks of this many
-    steps carrying the neuron state (bounded memory). ``checkpoint_chunk``: train with activation checkpointing
-    over chunks of this many timesteps: only chunk-boundary neuron states are kept, each chunk's activations are
-    recomputed in backward; exact gradients; integrate-fire ordering only (and no spike-time surrogate such as
-    STDB); not with batch norm in training mode. Used only in training mode with gradients enabled and when it is
-    smaller than ``timesteps``.
+    ``timesteps``: simulation length ``T`` (the model's one home for it: ``model.timesteps``). ``neuron``: the
+    neuron model, a name registered in :data:`spikeforge.neuron.NEURONS` (``lif`` = IF/LIF); ``neuron_params``:
+    its own extra constructor parameters (e.g. ALIF's ``beta``). ``order``: ``integrate-fire`` (default) or
+    ``fire-integrate`` (one-step delay per layer). ``reset``: ``soft`` (subtract threshold) or ``hard``.
+    ``threshold``/``leak``: initial values for every layer (conversion overwrites thresholds).
+    ``learn_threshold``/``learn_leak``: make them trainable. ``per_channel``: one threshold/leak per channel instead
+    of per layer. ``surrogate``: name or mapping (see :mod:`spikeforge.neuron.surrogate`). ``encoding``: a registered
+    encoder (:data:`spikeforge.nn.encoders.ENCODERS`: ``direct`` or ``poisson``, the latter with
+    ``poisson_convention`` ``rate`` and ``poisson_rate``, or ``half``). ``readout``: ``sum`` or ``mean`` over time.
+    ``fused``: fused multi-step neuron (fast path) or the per-step reference. ``time_chunk``: with gradients off,
+    run long ``T`` in chunks of this many steps carrying the neuron state (bounded memory). ``checkpoint_chunk``:
+    train with activation checkpointing over chunks of this many timesteps: only chunk-boundary neuron states are
+    kept, each chunk's activations are recomputed in backward; exact gradients; integrate-fire ordering only (and no
+    spike-time surrogate such as STDB); not with batch norm in training mode. Used only in training mode with
+    gradients enabled and when it is smaller than ``timesteps``.
     """
 
-    timesteps: int = 5
+    timesteps: PosInt = 5
     encoding: str = "direct"
-    poisson_convention: str = "rate"
-    poisson_rate: float = 1.0
-    order: str = "integrate-fire"
-    reset: str = "soft"
-    threshold: float = 1.0
-    leak: float = 1.0
+    poisson_convention: Literal["rate", "half"] = "rate"
+    poisson_rate: PosFloat = 1.0
+    neuron: str = "lif"
+    neuron_params: dict[str, Any] = field(default_factory=dict)
+    order: Literal["integrate-fire", "fire-integrate"] = "integrate-fire"
+    reset: Literal["soft", "hard"] = "soft"
+    threshold: PosFloat = 1.0
+    leak: Fraction = 1.0
     learn_threshold: bool = False
     learn_leak: bool = False
     per_channel: bool = False
     surrogate: Any = "linear"
-    readout: str = "sum"
+    readout: Literal["sum", "mean"] = "sum"
     fused: bool = True
-    time_chunk: int | None = 32
-    checkpoint_chunk: int | None = None
+    time_chunk: PosInt | None = 32
+    checkpoint_chunk: PosInt | None = None
 
     def __post_init__(self):
-        from spikeforge.nn.encoders import CONVENTIONS
-        from spikeforge.neuron.functional import ORDERS, RESETS
-        from spikeforge.neuron.surrogate import get_surrogate
-
-        if not isinstance(self.timesteps, int) or self.timesteps < 1:
-            raise ConfigError(f"snn.timesteps must be a positive integer, got {self.timesteps!r}")
-        choices = {"encoding": ("direct", "poisson"), "poisson_convention": CONVENTIONS, "order": ORDERS,
-                   "reset": RESETS, "readout": ("sum", "mean")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"snn.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if not 0.0 <= float(self.leak) <= 1.0:
-            raise ConfigError(f"snn.leak must be in [0, 1], got {self.leak!r}")
-        if float(self.threshold) <= 0:
-            raise ConfigError(f"snn.threshold must be positive, got {self.threshold!r}")
-        if self.time_chunk is not None and (not isinstance(self.time_chunk, int) or self.time_chunk < 1):
-            raise ConfigError(f"snn.time_chunk must be a positive integer or null, got {self.time_chunk!r}")
-        ck = self.checkpoint_chunk
-        if ck is not None and (not isinstance(ck, int) or isinstance(ck, bool) or ck < 1):
-            raise ConfigError(f"snn.checkpoint_chunk must be a positive integer or null, got {ck!r}")
-        surrogate = get_surrogate(self.surrogate)  # validates
-        if ck is not None and self.order != "integrate-fire":
-            raise ConfigError("snn.checkpoint_chunk needs order 'integrate-fire' (the chunk-boundary state of "
+        if self.encoding not in ENCODERS:
+            raise ConfigError(f"SNNConfig.encoding: unknown encoder {self.encoding!r}; available: {ENCODERS.names()}")
+        if self.neuron not in NEURONS:
+            raise ConfigError(f"SNNConfig.neuron: unknown neuron model {self.neuron!r}; available: {NEURONS.names()}")
+        try:
+            surrogate = get_surrogate(self.surrogate)
+        except ConfigError as exc:
+            raise ConfigError(f"SNNConfig.surrogate: {exc}") from None
+        _check_neuron(self)
+        if self.checkpoint_chunk is not None and self.order != "integrate-fire":
+            raise ConfigError("SNNConfig.checkpoint_chunk needs order 'integrate-fire' (the chunk-boundary state of "
                               f"'{self.order}' is not carried differentiably); set checkpoint_chunk: null")
-        if ck is not None and surrogate.needs_spike_time:
-            raise ConfigError("snn.checkpoint_chunk cannot be used with a spike-time dependent surrogate "
+        if self.checkpoint_chunk is not None and surrogate.needs_spike_time:
+            raise ConfigError("SNNConfig.checkpoint_chunk cannot be used with a spike-time dependent surrogate "
                               f"({surrogate}): the time since the last spike is not carried across chunks")
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,11 +148,24 @@ class SNNConfig:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "snn") -> SNNConfig:
-        _check_keys(cls, data, where)
-        return cls(**data)
+        """Build from a mapping (recipe section, checkpoint header); errors are prefixed with ``where``."""
+        return from_dict(cls, data, where)
 
     def updated(self, **changes) -> SNNConfig:
-        data = self.to_dict()
-        _check_keys(SNNConfig, changes, "snn")
-        data.update(changes)
-        return SNNConfig(**data)
+        """A copy with ``changes`` applied (validated; unknown keys are an error)."""
+        return from_dict(SNNConfig, {**self.to_dict(), **changes}, "snn")
+
+
+def _check_neuron(c: SNNConfig) -> None:
+    """Build one throwaway neuron of the configured model (two scalar parameters), so that bad ``neuron_params``,
+    or a setting the model does not support, fail here with the key named rather than when the network is built."""
+    common = sorted(set(c.neuron_params) & set(NEURON_COMMON_KWARGS))
+    if common:
+        raise ConfigError(f"SNNConfig.neuron_params: {common} are set by their own snn keys (snn.{common[0]}), "
+                          "not in neuron_params")
+    build = NEURONS.get(c.neuron)
+    for key, params in (("neuron", {}), ("neuron_params", c.neuron_params)):
+        try:
+            build(c.threshold, c.leak, surrogate=c.surrogate, order=c.order, reset=c.reset, fused=c.fused, **params)
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ConfigError(f"SNNConfig.{key}: neuron model {c.neuron!r} refuses these settings: {exc}") from None

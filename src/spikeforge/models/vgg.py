@@ -1,16 +1,20 @@
-"""VGG twins (methods.md §1.9, Purdue cfgs): 3x3 convs, 2x2 average pooling, bias-free by default.
+"""VGG twins (Simonyan & Zisserman 2015, as adapted for SNNs by Sengupta et al. 2019 and Rathi et al. 2020):
+3x3 convs, 2x2 average pooling, bias-free by default.
 
 ``cfg`` lists conv output channels, ``"A"`` for AvgPool(2) and ``"G"`` for a global average pool (BNTT VGG11).
-The ``*_bntt`` architectures are the Yale BNTT repo's (methods.md §1.9): BNTT after every conv and the hidden FC, Xavier
-init. ImageNet-size inputs (>= 128 px) get one extra final
-pool (DIET/IIR ImageNet VGG16: 512x7x7 into the classifier). The classifier input size is derived from the input size.
+The ``*_bntt`` architectures are those of Kim & Panda 2021 (BNTT): BNTT after every conv and the hidden FC, Xavier
+init. ImageNet-size inputs (>= 128 px) get one extra final pool (Rathi & Roy 2020, DIET-SNN ImageNet VGG16: 512x7x7
+into the classifier). The classifier input size is derived from the input size. Every ``CFGS`` name registers as
+an architecture.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from spikeforge.errors import ConfigError
 from spikeforge.models.base import TwinNet
+from spikeforge.models.registry import MODELS
 from spikeforge.models.spec import ModelSpec, SNNConfig
 
 CFGS: dict[str, tuple[list, list[int]]] = {
@@ -25,11 +29,14 @@ CFGS: dict[str, tuple[list, list[int]]] = {
 
 
 class VGG(TwinNet):
-    """``features`` (convs, pools) -> ``classifier`` (flatten, hidden FCs, readout FC), run one after the other."""
+    """``features`` (convs, pools) -> ``classifier`` (flatten, hidden FCs, readout FC), run one after the other.
+
+    ``cfg`` overrides the architecture's conv list (then ``spec.arch`` need not be in ``CFGS``; the default hidden
+    sizes are then none)."""
 
     def __init__(self, spec: ModelSpec, snn: SNNConfig | None = None, cfg: list | None = None):
         super().__init__(spec, snn)
-        default_cfg, default_hidden = CFGS[spec.arch]
+        default_cfg, default_hidden = CFGS[spec.arch] if cfg is None or spec.arch in CFGS else (cfg, [])
         cfg = list(cfg or default_cfg)
         if spec.input_size >= 128:
             cfg.append("A")
@@ -55,7 +62,7 @@ class VGG(TwinNet):
                 layers.append(self.drop(spec.conv_dropout))
             c_in = c_out
         if size < 1:
-            raise ValueError(f"input_size {spec.input_size} is too small for {spec.arch} ({cfg.count('A')} pools)")
+            raise ConfigError(f"input_size {spec.input_size} is too small for {spec.arch} ({cfg.count('A')} pools)")
         self.features = nn.Sequential(*layers)
         cls: list[nn.Module] = [nn.Flatten()]
         n_in = c_in * size * size
@@ -76,7 +83,7 @@ class VGG(TwinNet):
 
 
 def init_xavier(model: nn.Module, gain: float = 2.0) -> None:
-    """BNTT/SAM init: Xavier-uniform weights with gain 2, biases 0 (methods.md §1.7)."""
+    """BNTT init (Kim & Panda 2021): Xavier-uniform weights (Glorot & Bengio 2010) with gain 2, biases 0."""
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight, gain=gain)
@@ -85,7 +92,7 @@ def init_xavier(model: nn.Module, gain: float = 2.0) -> None:
 
 
 def init_weights(model: nn.Module) -> None:
-    """Purdue init: conv N(0, sqrt(2 / (k*k*C_out))), linear N(0, 0.01), biases 0 (methods.md §1.7)."""
+    """Init of Rathi et al. 2020: conv N(0, sqrt(2 / (k*k*C_out))) (He et al. 2015), linear N(0, 0.01), biases 0."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
@@ -94,3 +101,7 @@ def init_weights(model: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.01)
         if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+for _name in CFGS:
+    MODELS.register(_name, VGG)

@@ -6,20 +6,24 @@ import torch
 from torch import nn
 
 from spikeforge.errors import ConfigError, ShapeError
-from spikeforge.neuron.surrogate import Surrogate, get_surrogate
 from spikeforge.neuron import functional as F
 from spikeforge.neuron.functional import ORDERS, RESETS
+from spikeforge.neuron.registry import NEURONS
+from spikeforge.neuron.surrogate import Surrogate, get_surrogate
 
 
+@NEURONS.register("lif")
 class SpikingNeuron(nn.Module):
     """A layer of IF/LIF neurons on time-first input ``[T, B, ...]`` (spikes out, same shape).
 
-    Parameters ``threshold`` (V_th) and ``leak`` (lambda) are ``nn.Parameter`` s, scalar per layer or one per
-    channel (``channels``), trainable or frozen (``learn_threshold``, ``learn_leak``). :meth:`constrain_` keeps the
-    leak in ``[0, 1]`` and the threshold positive; the engine calls it after every optimizer step.
+    The leaky integrate-and-fire neuron with learnable threshold and leak of Rathi & Roy 2020 (DIET-SNN); IF is the
+    special case ``leak = 1``. Parameters ``threshold`` (V_th) and ``leak`` (lambda) are ``nn.Parameter`` s, scalar
+    per layer or one per channel (``channels``), trainable or frozen (``learn_threshold``, ``learn_leak``).
+    :meth:`constrain_` keeps the leak in ``[0, 1]`` and the threshold positive; the engine calls it after every
+    optimizer step. ``params`` are the model-specific keywords of subclasses (the LIF has none).
 
-    If the input has one timestep and ``timesteps > 1`` (direct encoding: the first layer's current is computed
-    once), that current is applied at every step.
+    ``forward(x, steps)``: if the input has one timestep and ``steps > 1`` (direct encoding: the first layer's
+    current is computed once), that current is applied at every step; ``steps=None`` means ``x.shape[0]``.
 
     Two ways to carry the membrane between calls: :meth:`start_stream` (no gradients; chunked evaluation) and
     :meth:`start_carry` (differentiable; activation checkpointing over time chunks, integrate-then-fire only).
@@ -39,9 +43,14 @@ class SpikingNeuron(nn.Module):
         order: str = "integrate-fire",
         reset: str = "soft",
         fused: bool = True,
-        timesteps: int = 1,
+        **params,
     ):
         super().__init__()
+        if "timesteps" in params:
+            raise ConfigError("neurons have no timesteps: the model holds them (model.timesteps); a neuron runs "
+                              "as neuron(x, steps=T)")
+        if params:
+            raise ConfigError(f"neuron model {type(self).__name__} has no parameter(s) {sorted(params)}")
         if order not in ORDERS:
             raise ConfigError(f"neuron order must be one of {ORDERS}, got {order!r}")
         if reset not in RESETS:
@@ -58,7 +67,6 @@ class SpikingNeuron(nn.Module):
         self.order = order
         self.reset = reset
         self.fused = fused
-        self.timesteps = timesteps
         self._stream: dict | None = None
         self._carry: dict | None = None
 
@@ -102,28 +110,44 @@ class SpikingNeuron(nn.Module):
             return p
         return p.view(-1, *([1] * (step_dims - 2)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 3:
-            raise ShapeError(f"{type(self).__name__} expects time-first input [T, B, ...]; got shape {tuple(x.shape)}")
-        if self.channels and x.shape[2] != self.channels:
-            raise ShapeError(f"neuron layer has {self.channels} channels but its input has {x.shape[2]} (dim 2)")
-        if x.shape[0] == 1 and self.timesteps > 1:
-            x = x.expand(self.timesteps, *x.shape[1:])
+    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Spikes ``[T, B, ...]`` for currents ``x`` ``[T, B, ...]`` (or ``[1, B, ...]`` repeated over ``steps``)."""
+        x = self._over_time(x, steps)
         th = self._per_step(self.threshold, x.dim() - 1)
         lk = self._per_step(self.leak, x.dim() - 1)
         if self._stream is not None:
             return self._forward_stream(x, th, lk)
         if self._carry is not None:
             return self._forward_carry(x, th, lk)
+        return self._dynamics(x, th, lk)
+
+    def _over_time(self, x: torch.Tensor, steps: int | None) -> torch.Tensor:
+        """Check the input's shape; expand a one-step input ``[1, B, ...]`` to ``steps`` steps (a view)."""
+        if x.dim() < 3:
+            raise ShapeError(f"{type(self).__name__} expects time-first input [T, B, ...]; got shape {tuple(x.shape)}")
+        if self.channels and x.shape[2] != self.channels:
+            raise ShapeError(f"neuron layer has {self.channels} channels but its input has {x.shape[2]} (dim 2)")
+        if steps is None or steps == x.shape[0]:
+            return x
+        if x.shape[0] != 1 or int(steps) < 1:
+            raise ShapeError(f"{type(self).__name__} got {x.shape[0]} timesteps of input for steps={steps} "
+                             f"(the input must have the given number of steps, or one step to repeat)")
+        return x.expand(int(steps), *x.shape[1:])
+
+    def _dynamics(self, x: torch.Tensor, th: torch.Tensor, lk: torch.Tensor) -> torch.Tensor:
+        """The neuron model over all steps of ``x`` from the zero state (subclasses replace it)."""
         return F.multistep(x, th, lk, surrogate=self.surrogate, order=self.order, reset=self.reset, fused=self.fused)
+
+    def _stream_run(self, x, th, lk, state):
+        """``(spikes, state after the last step)`` from ``state`` (None: zero state), without autograd."""
+        return F.run_steps(x, th, lk, surrogate=self.surrogate, order=self.order, reset=self.reset, u0=state)
 
     def _forward_stream(self, x, th, lk):
         if torch.is_grad_enabled() and (x.requires_grad or th.requires_grad or lk.requires_grad):
             raise RuntimeError("streaming (chunked) evaluation carries state without gradients; "
                                "run it under torch.no_grad()")
         st = self._stream
-        spikes, st["state"] = F.run_steps(x, th, lk, surrogate=self.surrogate, order=self.order, reset=self.reset,
-                                          u0=st["state"])
+        spikes, st["state"] = self._stream_run(x, th, lk, st["state"])
         return spikes
 
     def _forward_carry(self, x, th, lk):

@@ -1,12 +1,17 @@
-"""Input encoders: image batch ``[B, ...]`` -> time-first input ``[T, B, ...]`` (methods.md §1.4).
+"""Input encoders: image batch ``[B, ...]`` -> time-first input ``[T, B, ...]``.
 
-* :class:`DirectEncoder` (DIET-SNN, IIR-SNN): the analog image itself, returned as ``[1, B, ...]``. The first layer
-  then runs once and the first neuron layer applies that current at every one of the ``T`` steps.
-* :class:`PoissonEncoder`: signed Bernoulli spikes ``sign(x) * Bernoulli(p)`` drawn independently at every step, in
-  the two conventions of the reference code: ``"rate"`` (Purdue: ``p = min(|x| * rate, 1)``, rate 1.0 or 0.9) and
-  ``"half"`` (Yale BNTT/SAM: ``p = min(|x| / 2, 1)``). ``x`` is the *normalized* image, so negative values give -1
-  spikes. The backward pass is straight-through: ``d s / d x = d E[s] / d x`` (``rate`` or ``1/2`` where ``p < 1``,
-  else 0), which lets attacks differentiate through the encoder.
+An encoder is called ``encoder(x, steps)``: it stores no run length; the model passes its ``timesteps`` (or a chunk
+length) at every call. Encoders register themselves in :data:`ENCODERS` under the name that ``snn.encoding`` uses.
+
+* :class:`DirectEncoder` (``"direct"``; Rathi & Roy 2020, DIET-SNN): the analog image itself, returned as
+  ``[1, B, ...]``. The first layer then runs once and the first neuron layer applies that current at every one of
+  the ``steps`` steps.
+* :class:`PoissonEncoder` (``"poisson"``): signed Bernoulli spikes ``sign(x) * Bernoulli(p)`` drawn independently at
+  every step, in two conventions: ``"rate"`` (``p = min(|x| * rate, 1)``, rate 1.0 or 0.9; Rathi et al. 2020,
+  hybrid conversion + STDB) and ``"half"`` (``p = min(|x| / 2, 1)``; Kim & Panda 2021, BNTT). ``x`` is the
+  *normalized* image, so negative values give -1 spikes. The backward pass is straight-through:
+  ``d s / d x = d E[s] / d x`` (``rate`` or ``1/2`` where ``p < 1``, else 0), which lets attacks differentiate
+  through the encoder.
 """
 
 from __future__ import annotations
@@ -15,20 +20,27 @@ import torch
 from torch import nn
 
 from spikeforge.errors import ConfigError
+from spikeforge.registry import Registry
 
 CONVENTIONS = ("rate", "half")
 
+#: Encoder name -> encoder class. Each class is built as ``cls(convention=..., rate=..., seed=...)`` by
+#: :func:`make_encoder` and called as ``encoder(x, steps)``.
+ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
 
+
+@ENCODERS.register("direct")
 class DirectEncoder(nn.Module):
-    """Direct (analog) input: ``[B, ...] -> [1, B, ...]`` (broadcast over time by the first neuron layer)."""
+    """Direct (analog) input: ``[B, ...] -> [1, B, ...]`` (broadcast over the ``steps`` steps by the first neuron
+    layer). Direct coding has no options; the Poisson ones passed by :func:`make_encoder` (``convention``, ``rate``,
+    ``seed``) are accepted and unused, as ``snn.poisson_*`` are with ``encoding: direct``."""
 
     time_aware = True
 
-    def __init__(self, timesteps: int = 1):
+    def __init__(self, **poisson_options):
         super().__init__()
-        self.timesteps = timesteps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         return x.unsqueeze(0)
 
 
@@ -48,18 +60,19 @@ class _PoissonSample(torch.autograd.Function):
         return grad.sum(0) * ctx.scale * (prob < 1.0).to(grad.dtype), None, None, None
 
 
+@ENCODERS.register("poisson")
 class PoissonEncoder(nn.Module):
-    """Signed Poisson (Bernoulli) rate coding over ``timesteps`` steps. ``seed`` makes the draws reproducible."""
+    """Signed Poisson (Bernoulli) rate coding; ``encoder(x, steps)`` draws ``steps`` steps. ``seed`` makes the draws
+    reproducible (a private generator per device; None: the global RNG)."""
 
     time_aware = True
 
-    def __init__(self, timesteps: int = 1, convention: str = "rate", rate: float = 1.0, seed: int | None = None):
+    def __init__(self, convention: str = "rate", rate: float = 1.0, seed: int | None = None):
         super().__init__()
         if convention not in CONVENTIONS:
             raise ConfigError(f"poisson convention must be one of {CONVENTIONS}, got {convention!r}")
         if rate <= 0:
             raise ConfigError(f"poisson rate must be positive, got {rate}")
-        self.timesteps = timesteps
         self.convention = convention
         self.rate = rate
         self.seed = seed
@@ -74,7 +87,8 @@ class PoissonEncoder(nn.Module):
         self.seed = seed
         self._generator = None
 
-    def _gen(self, device) -> torch.Generator | None:
+    def generator(self, device) -> torch.Generator | None:
+        """The private random stream on ``device`` (None when unseeded: draws come from the global RNG)."""
         if self.seed is None:
             return None
         if self._generator is None or self._generator.device != torch.device(device):
@@ -82,18 +96,17 @@ class PoissonEncoder(nn.Module):
             self._generator.manual_seed(self.seed)
         return self._generator
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _PoissonSample.apply(x, self.scale, self.timesteps, self._gen(x.device))
+    _gen = generator  # older name
+
+    def forward(self, x: torch.Tensor, steps: int) -> torch.Tensor:
+        if not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"PoissonEncoder needs a positive number of steps, got {steps!r}")
+        return _PoissonSample.apply(x, self.scale, steps, self.generator(x.device))
 
     def extra_repr(self) -> str:
-        return f"timesteps={self.timesteps}, convention={self.convention}, rate={self.rate}, seed={self.seed}"
+        return f"convention={self.convention}, rate={self.rate}, seed={self.seed}"
 
 
-def make_encoder(encoding: str, timesteps: int, *, convention: str = "rate", rate: float = 1.0,
-                 seed: int | None = None) -> nn.Module:
-    """Encoder by name: ``"direct"`` or ``"poisson"``."""
-    if encoding == "direct":
-        return DirectEncoder(timesteps)
-    if encoding == "poisson":
-        return PoissonEncoder(timesteps, convention, rate, seed)
-    raise ConfigError(f"encoding must be 'direct' or 'poisson', got {encoding!r}")
+def make_encoder(encoding: str, *, convention: str = "rate", rate: float = 1.0, seed: int | None = None) -> nn.Module:
+    """Encoder registered as ``encoding`` in :data:`ENCODERS` (``"direct"``, ``"poisson"`` or a user's)."""
+    return ENCODERS.get(encoding)(convention=convention, rate=rate, seed=seed)

@@ -1,7 +1,9 @@
 """Layers shared by ANN and SNN twins, and the time-folding rule.
 
 Stateless layers (conv, linear, pooling, BN, flatten) run once on ``[T*B, ...]``; only modules marked
-``time_aware = True`` (neurons, encoders, spiking dropout, readout, residual blocks) see ``[T, B, ...]``.
+``time_aware = True`` (neurons, encoders, BNTT, spiking dropout, readout, residual blocks) see ``[T, B, ...]``, and
+they are called ``module(x, steps=T)`` with the run's number of timesteps (a time axis of 1, as from direct
+encoding, stands for ``T`` identical steps). No module stores ``T``: the model owns it (``model.timesteps``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ def fold(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.reshape(steps, batch, *y.shape[1:])
 
 
-def run_sequence(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Run ``seq`` on time-first ``x``: time-aware modules get ``[T, B, ...]``, the rest run folded."""
+def apply_time_first(module: nn.Module, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """Apply one module to time-first ``x`` of a ``steps``-step run: a time-aware module as ``module(x, steps=steps)``
+    on ``[T, B, ...]``, any other folded (:func:`fold`)."""
+    return module(x, steps=steps) if getattr(module, "time_aware", False) else fold(module, x)
+
+
+def run_sequence(seq: nn.Sequential, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """Run ``seq`` on time-first ``x`` for ``steps`` timesteps (:func:`apply_time_first` for each module)."""
     for module in seq:
-        x = module(x) if getattr(module, "time_aware", False) else fold(module, x)
+        x = apply_time_first(module, x, steps)
     return x
 
 
@@ -37,7 +45,8 @@ class Normalize(nn.Module):
 
 
 class SpikingDropout(nn.Module):
-    """Dropout on spikes with one mask per sample, reused at every timestep (methods.md §1.6).
+    """Dropout on spikes with one mask per sample, reused at every timestep (Rathi et al. 2020, hybrid conversion +
+    STDB; Rathi & Roy 2020, DIET-SNN).
 
     Input ``[T, B, ...]``; the mask has shape ``[1, B, ...]`` and is scaled by ``1 / (1 - p)`` like ``nn.Dropout``.
     Identity in eval mode. The ANN twin uses ``nn.Dropout`` at the same position.
@@ -62,7 +71,8 @@ class SpikingDropout(nn.Module):
     def release_mask(self) -> None:
         self._held = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """``steps`` is unused: the mask broadcasts over whatever time axis ``x`` has."""
         if not self.training or self.p == 0.0:
             return x
         shape = (1, *x.shape[1:])
@@ -78,9 +88,10 @@ class SpikingDropout(nn.Module):
 
 
 class Readout(nn.Module):
-    """Accumulate the last layer's output over time: ``sum_t`` (hybrid HEAD, DIET, IIR) or ``mean_t`` (BNTT, SAM).
+    """Accumulate the last layer's output over time: ``sum_t`` (Rathi et al. 2020 hybrid; Rathi & Roy 2020 DIET-SNN)
+    or ``mean_t`` (Kim & Panda 2021 BNTT).
 
-    The ANN twin has an identity at the same position. (§1.5)
+    The ANN twin has an identity at the same position. A time axis of 1 stands for ``steps`` identical steps.
     """
 
     time_aware = True
@@ -91,7 +102,9 @@ class Readout(nn.Module):
             raise ValueError(f"readout must be 'sum' or 'mean', got {mode!r}")
         self.mode = mode
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        if x.shape[0] == 1 and steps is not None and steps > 1:
+            x = x.expand(steps, *x.shape[1:])
         return x.sum(0) if self.mode == "sum" else x.mean(0)
 
     def extra_repr(self) -> str:

@@ -1,4 +1,5 @@
-"""Visual explanations for spiking networks and their ANN twins: SAM and Grad-CAM (methods.md §7.6).
+"""Visual explanations for spiking networks and their ANN twins: SAM (Kim & Panda, Sci. Rep. 2021)
+and Grad-CAM (Selvaraju et al., ICCV 2017).
 
 ``SAM(snn, target_layers=[...])(images)`` and ``GradCAM(model, target_layers=[...])(images, targets)`` return maps
 per timestep ``[T, B, H, W]`` with their reduction over time in ``.summed``; ``spikeforge explain`` draws them

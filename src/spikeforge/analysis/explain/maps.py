@@ -1,4 +1,5 @@
-"""Visual explanations of spiking (and twin ANN) classifiers: SAM and Grad-CAM (methods.md §7.6, §12).
+"""Visual explanations of spiking (and twin ANN) classifiers: SAM (Kim & Panda, Sci. Rep.
+2021) and Grad-CAM (Selvaraju et al., ICCV 2017).
 
 Two explainers with the interface of ``pytorch-grad-cam`` (``Explainer(model, target_layers=[...])(input)``, usable
 as a context manager), returning maps **per timestep** ``[T, B, H, W]`` on the input's pixel grid plus their
@@ -36,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spikeforge.analysis.attacks.fgsm import FGSM
+from spikeforge.analysis.common import eval_mode, is_spiking
 from spikeforge.errors import ConfigError
 from spikeforge.neuron import SpikingNeuron
 
@@ -219,34 +222,13 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-    """One-step FGSM (Goodfellow et al.): ``clip(x + eps * sign(d CE(model(x), y) / dx), 0, 1)``, model in eval mode.
+    """One-step FGSM (Goodfellow et al., ICLR 2015): ``clip(x + eps * sign(d CE(model(x), y) / dx), 0, 1)``, crafted
+    in eval mode by :class:`~spikeforge.analysis.attacks.FGSM`.
 
     On an SNN the gradient is taken by BPTT through the surrogate (and straight through a Poisson encoder), i.e. an
-    SNN-crafted white-box attack.
+    SNN-crafted white-box attack, whose effect on SAM the SAM paper studies (Kim & Panda, Sci. Rep. 2021).
     """
-    if not eps >= 0:
-        raise ConfigError(f"FGSM epsilon must be >= 0, got {eps!r}")
-    with _eval_mode(model), torch.enable_grad():
-        x = images.detach().clone().requires_grad_(True)
-        loss = F.cross_entropy(model(x), labels)
-        (grad,) = torch.autograd.grad(loss, x)
-    return (images + eps * grad.sign()).clamp(0.0, 1.0).detach()
-
-
-class _eval_mode:
-    """Put every module in eval mode and restore each module's own flag afterwards."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc):
-        for m, flag in self.flags:
-            m.training = flag
+    return FGSM(model, eps=eps)(images, labels)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -357,7 +339,7 @@ class SAM(_Explainer):
 
     def __init__(self, model: nn.Module, target_layers=None, gamma: float = 0.5, variant: str = "paper",
                  normalize: str = "step", eps: float = 1e-7):
-        if not getattr(model, "spiking", False) and not any(isinstance(m, SpikingNeuron) for m in model.modules()):
+        if not is_spiking(model):
             raise ConfigError("SAM needs a spiking network (an SNN checkpoint or create_model(..., spiking=True)); "
                               "for an ANN use GradCAM")
         super().__init__(model, target_layers, normalize, eps)
@@ -377,7 +359,7 @@ class SAM(_Explainer):
             raise ConfigError("SAM is label-free: call it without targets")
         self._attach(detach=True)
         try:
-            with _eval_mode(self.model), torch.no_grad():
+            with eval_mode(self.model), torch.no_grad():
                 self.outputs = self.model(input_tensor)
             self.spikes = {n: torch.cat(rec, 0) for n, rec in self._collect().items()}  # chunks of long T
         finally:
@@ -387,7 +369,8 @@ class SAM(_Explainer):
 
 
 class GradCAM(_Explainer):
-    """Grad-CAM (Selvaraju et al.) on an SNN or its ANN twin, per timestep.
+    """Grad-CAM (Selvaraju et al., "Grad-CAM: visual explanations from deep networks via gradient-based
+    localization", ICCV 2017) on an SNN or its ANN twin, per timestep.
 
     With ``A^k_ij[t]`` the target layer's output (spikes of an SNN neuron layer; the ReLU output of the ANN twin,
     ``T = 1``) and ``y^c`` the logit of class ``c`` (the SNN readout accumulated over time)::
@@ -435,7 +418,7 @@ class GradCAM(_Explainer):
                  Sequence[Callable] | None = None) -> torch.Tensor:
         self._attach(detach=False)
         try:
-            with _eval_mode(self.model), torch.enable_grad():
+            with eval_mode(self.model), torch.enable_grad():
                 x = input_tensor.detach().clone().requires_grad_(True)  # so the target layer is on the graph
                 outputs = self.model(x)
                 acts = {n: rec[0] for n, rec in self._collect().items()}  # one call each with gradients on

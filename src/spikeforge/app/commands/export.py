@@ -1,17 +1,22 @@
-"""``spikeforge export CHECKPOINT --format nir|onnx --out FILE``: register with :func:`add_export_parser`."""
+"""``spikeforge export CHECKPOINT --format nir|onnx --out FILE``: register with :func:`add_parser`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
 from pathlib import Path
 
+import torch
+
+from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from spikeforge.errors import ConfigError
+from spikeforge.export import InexactExportWarning, card_paths, to_onnx, write_nir
 
 FORMATS = ("nir", "onnx")
 
 
-def add_export_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``spikeforge export`` on an ``argparse`` subparsers object."""
     p = subparsers.add_parser(
         "export", help="export a checkpoint to NIR or ONNX, with a model card",
@@ -48,48 +53,43 @@ def _format(args) -> str:
     raise ConfigError("say which format to write: --format nir or --format onnx (or an --out ending in .nir/.onnx)")
 
 
+def _write_nir(model, out: Path, args, card: bool, head: dict, path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InexactExportWarning)
+        write_nir(model, out, dt=args.dt, allow_inexact=args.allow_inexact, readout=not args.no_readout,
+                  card=card, header=head, checkpoint=path)
+    for w in caught:
+        if issubclass(w.category, InexactExportWarning):
+            print(f"warning: {w.message}")
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    print(f"wrote {out} (NIR, dt={args.dt})")
+
+
+def _write_onnx(model, out: Path, args, card: bool, head: dict, path: Path) -> None:
+    spec = model.spec
+    gen = torch.Generator().manual_seed(0)
+    example = torch.rand(16, spec.in_channels, spec.input_size, spec.input_size, generator=gen)
+    to_onnx(model, out, example, expose_spikes=args.expose_spikes, check=not args.no_check, card=card,
+            header=head, checkpoint=path)
+    print(f"wrote {out} (ONNX opset 17, {'SNN T=1' if model.spiking else 'ANN'})")
+    if card and not args.no_check:
+        checks = json.loads(card_paths(out)[0].read_text())["export"].get("checks")
+        if checks:
+            print(f"onnxruntime vs PyTorch on {checks['samples']} random images: max |logit diff| "
+                  f"{checks['max_abs_logit_diff']:.3g}, argmax agreement {100 * checks['argmax_agree']:.1f}%")
+
+
 def export_cli(args) -> int:
     """``spikeforge export``: load the checkpoint, write the file and its card, print what was written."""
-    import torch
-
-    from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint
-    from spikeforge.export.card import card_paths
-
     fmt = _format(args)
     path = resolve_checkpoint(args.checkpoint)
     model, head = load_checkpoint(path)
     model.eval()
     out = Path(args.out) if args.out else path.parent / f"model.{fmt}"
     card = not args.no_card
-    if fmt == "nir":
-        from spikeforge.export.nir_format import InexactExportWarning, write_nir
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", InexactExportWarning)
-            write_nir(model, out, dt=args.dt, allow_inexact=args.allow_inexact, readout=not args.no_readout,
-                      card=card, header=head, checkpoint=path)
-        for w in caught:
-            if issubclass(w.category, InexactExportWarning):
-                print(f"warning: {w.message}")
-            else:
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        print(f"wrote {out} (NIR, dt={args.dt})")
-    else:
-        from spikeforge.export.onnx_format import to_onnx
-
-        spec = model.spec
-        gen = torch.Generator().manual_seed(0)
-        example = torch.rand(16, spec.in_channels, spec.input_size, spec.input_size, generator=gen)
-        to_onnx(model, out, example, expose_spikes=args.expose_spikes, check=not args.no_check, card=card,
-                header=head, checkpoint=path)
-        print(f"wrote {out} (ONNX opset 17, {'SNN T=1' if model.spiking else 'ANN'})")
-        if card and not args.no_check:
-            import json
-
-            checks = json.loads(card_paths(out)[0].read_text())["export"].get("checks")
-            if checks:
-                print(f"onnxruntime vs PyTorch on {checks['samples']} random images: max |logit diff| "
-                      f"{checks['max_abs_logit_diff']:.3g}, argmax agreement {100 * checks['argmax_agree']:.1f}%")
+    writer = _write_nir if fmt == "nir" else _write_onnx
+    writer(model, out, args, card, head, path)
     if card:
         for p in card_paths(out):
             print(f"wrote {p}")

@@ -8,7 +8,6 @@ from spikeforge.models import list_models
 
 
 def cmd_models(args) -> int:
-
     print("\n".join(list_models()))
     return 0
 

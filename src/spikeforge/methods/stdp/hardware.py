@@ -1,7 +1,8 @@
 """Crossbar (in-memory computing) cost estimate of the input->excitatory synapses: area and energy.
 
-A first-order model, so a pruned/quantized network can be compared with the dense one (Rathi, Panda & Roy report
-3.1x lower energy and 4x lower area; their exact model is not reproduced here). Assumptions (all configurable):
+A first-order model, so a pruned/quantized network can be compared with the dense one (Rathi, Panda & Roy, "STDP-based
+pruning of connections and weight quantization in spiking neural networks for energy-efficient recognition", IEEE
+TCAD 38(4), 2019, report 3.1x lower energy and 4x lower area; their exact model is not reproduced here). Assumptions (all configurable):
 
 * Synapses are mapped onto ``tile x tile`` crossbars (default 64 x 64). A synapse with ``bits`` of precision takes
   ``ceil(bits / bits_per_cell)`` cells in adjacent columns (bit slicing); ``bits = ceil(log2(levels))`` for a
@@ -20,27 +21,29 @@ A first-order model, so a pruned/quantized network can be compared with the dens
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 
+from spikeforge.config import NonNegFloat, PosFloat, PosInt, config, from_dict
 
-@dataclass
+
+@config
 class CrossbarModel:
-    tile: int = 64
-    bits_per_cell: int = 4
-    baseline_bits: int = 8
-    cell_area: float = 1.0
-    periphery_cells: float = 1024.0
-    e_cell_pj: float = 0.1
-    e_row_pj: float = 1.0
-    e_column_pj: float = 0.5
+    """Crossbar geometry, cell precision, area and energy constants (see the module docstring)."""
+
+    tile: PosInt = 64
+    bits_per_cell: PosInt = 4
+    baseline_bits: PosInt = 8
+    cell_area: PosFloat = 1.0
+    periphery_cells: NonNegFloat = 1024.0
+    e_cell_pj: NonNegFloat = 0.1
+    e_row_pj: NonNegFloat = 1.0
+    e_column_pj: NonNegFloat = 0.5
 
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "hardware") -> "CrossbarModel":
-        from spikeforge.engine.recipe import config_from_dict
-
-        return config_from_dict(cls, d, where)
+        return from_dict(cls, d, where)
 
 
 def _bits(levels: int | None, model: CrossbarModel) -> int:
@@ -94,6 +97,15 @@ def crossbar_cost(mask: torch.Tensor, levels: int | None, input_spikes: torch.Te
             "energy_parts_pj": {"cells": e_cells, "rows": e_rows, "columns": e_cols}, "model": asdict(model)}
 
 
+def input_activity(x: torch.Tensor, max_rate: float, dt: float, steps: int) -> tuple[torch.Tensor, float]:
+    """Expected input spikes per inference of each input (Poisson rates of images ``x [M, n_input]``, first
+    presentation) and the mean number of steps with any input spike (for :func:`crossbar_cost`)."""
+    p = (x * max_rate * dt / 1000.0).clamp(0, 1)
+    per_input = p.mean(0) * steps
+    p_none = torch.exp(torch.log1p(-p.clamp(max=1 - 1e-7)).sum(1))  # P(no input spike in a step), per image
+    return per_input, float(((1 - p_none) * steps).mean())
+
+
 def compare(dense: dict, sparse: dict) -> dict:
     """Improvement factors of ``sparse`` over ``dense`` (>1 = better)."""
     return {"area_x": dense["area_cells"] / max(sparse["area_cells"], 1e-12),
@@ -102,4 +114,4 @@ def compare(dense: dict, sparse: dict) -> dict:
             "crossbars": [dense["crossbars"], sparse["crossbars"]]}
 
 
-__all__ = ["CrossbarModel", "compare", "crossbar_cost"]
+__all__ = ["CrossbarModel", "compare", "crossbar_cost", "input_activity"]

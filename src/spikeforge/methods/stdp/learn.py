@@ -1,10 +1,14 @@
-"""Training step (with re-presentation of quiet images), batched responses, neuron labeling and prediction."""
+"""Training step (with re-presentation of quiet images), batched responses, neuron labeling and prediction
+(Diehl & Cook 2015: each neuron is labeled with the class it responds to most on training images; an image's class is
+the one whose neurons spike most on average)."""
 
 from __future__ import annotations
 
 import math
+import time
 
 import torch
+from tqdm.auto import tqdm
 
 from spikeforge.methods.stdp.network import DiehlCook
 from spikeforge.methods.stdp.rules import apply_update, weight_update
@@ -78,4 +82,29 @@ def predict(counts: torch.Tensor, assignments: torch.Tensor, num_classes: int) -
     return (counts @ onehot / onehot.sum(0).clamp_min(1)).argmax(1)
 
 
-__all__ = ["assign_labels", "predict", "respond", "train_batch"]
+def responses(net: DiehlCook, x: torch.Tensor, batch: int, generator: torch.Generator | None = None,
+              progress: bool = False, desc: str = "responses") -> torch.Tensor:
+    """:func:`respond` over all images ``x`` in batches of at most ``batch`` (fewer for long presentations of many
+    neurons: the ``[T, B, N]`` input buffer stays under 64 MB)."""
+    T, N = net.cfg.steps, net.cfg.n_neurons
+    sub = max(1, min(batch, (16 * 2 ** 20) // (T * N)))
+    out = []
+    for i in tqdm(range(0, x.shape[0], sub), desc=desc, disable=not progress, leave=False, mininterval=5):
+        out.append(respond(net, x[i:i + sub], generator))
+    return torch.cat(out)
+
+
+def evaluate(net: DiehlCook, x_label, y_label, x_test, y_test, num_classes: int, batch: int,
+             generator: torch.Generator | None = None, progress: bool = False, desc: str = "eval") -> dict:
+    """Label the neurons from their responses to ``x_label``, then the test accuracy on ``x_test`` (learning off)."""
+    t0 = time.time()
+    cl = responses(net, x_label, batch, generator, progress, f"{desc}: labeling")
+    assign = assign_labels(cl, y_label, num_classes)
+    t1 = time.time()
+    ct = responses(net, x_test, batch, generator, progress, f"{desc}: test")
+    acc = float((predict(ct, assign, num_classes) == y_test).float().mean())
+    return {"acc": acc, "assignments": assign, "label_seconds": t1 - t0, "test_seconds": time.time() - t1,
+            "test_counts_mean": float(ct.sum(1).mean()), "test_counts": ct}
+
+
+__all__ = ["assign_labels", "evaluate", "predict", "respond", "responses", "train_batch"]

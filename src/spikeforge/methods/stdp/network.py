@@ -1,4 +1,6 @@
-"""The Diehl & Cook (2015) two-layer network, batched and vectorized (methods.md §6.2).
+"""The Diehl & Cook (2015) two-layer network, batched and vectorized (Diehl & Cook, "Unsupervised learning of digit
+recognition using spike-timing-dependent plasticity", Front. Comput. Neurosci. 9:99, 2015, Methods; and their Brian
+code).
 
 Layers: ``n_input`` Poisson inputs -> ``n_neurons`` excitatory LIF neurons with adaptive thresholds (all-to-all,
 plastic weights ``W [n_input, n_neurons]``) -> as many inhibitory neurons (one-to-one excitation, weight ``w_ei``)
@@ -33,25 +35,26 @@ still counts for the slow decay of ``theta``.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Literal
 
 import torch
 
-from spikeforge.errors import ConfigError
+from spikeforge.config import Finite, NonNegFloat, NonNegInt, PosFloat, PosInt, config, from_dict
+from spikeforge.kernels.build import load_extension
 
 # Defaults of the current-based variant (BindsNET DiehlAndCook2015), used where the config leaves a field None.
 _CURRENT = {"w_ei": 22.5, "w_ie": 17.5, "theta_init": 0.0, "offset": 0.0, "v_reset_e": -60.0, "norm": 78.4}
 _CONDUCTANCE = {"w_ei": 10.4, "w_ie": 17.0, "theta_init": 20.0, "offset": 20.0, "v_reset_e": -65.0, "norm": 78.0}
 
 
-@dataclass
+@config
 class NetConfig:
-    """Network, input and learning-rule parameters (defaults: Diehl & Cook's code, methods.md §6.2).
+    """Network, input and learning-rule parameters (defaults: Diehl & Cook 2015 and their code).
 
     Times in ms, voltages in mV, rates in Hz. ``t_present``: presentation per image; ``rest``: rest after it
     (only used for theta's decay, see the module docstring). ``max_rate``: rate of a white pixel (255/8 * 2 Hz);
@@ -61,76 +64,62 @@ class NetConfig:
     -60, 78.4). ``rule``: ``trace`` (the reference code's rule) or ``powerlaw`` (see :mod:`.rules`).
     """
 
-    n_input: int = 784
-    n_neurons: int = 100
-    model: str = "conductance"
-    dt: float = 1.0
-    t_present: float = 250.0
-    rest: float = 150.0
-    max_rate: float = 63.75
-    rate_step: float = 31.875
-    min_spikes: int = 5
-    max_retries: int = 5
+    n_input: PosInt = 784
+    n_neurons: PosInt = 100
+    model: Literal["conductance", "current"] = "conductance"
+    dt: PosFloat = 1.0
+    t_present: PosFloat = 250.0
+    rest: NonNegFloat = 150.0
+    max_rate: NonNegFloat = 63.75
+    rate_step: NonNegFloat = 31.875
+    min_spikes: NonNegInt = 5
+    max_retries: NonNegInt = 5
     # excitatory layer
-    tau_m_e: float = 100.0
-    v_rest_e: float = -65.0
-    v_reset_e: float | None = None
-    v_thresh_e: float = -52.0
-    offset: float | None = None
-    refrac_e: float = 5.0
-    e_exc: float = 0.0
-    e_inh_e: float = -100.0
-    tau_ge: float = 1.0
-    tau_gi: float = 2.0
-    theta_init: float | None = None
-    theta_plus: float = 0.05
-    tau_theta: float = 1e7
+    tau_m_e: PosFloat = 100.0
+    v_rest_e: Finite = -65.0
+    v_reset_e: Finite | None = None
+    v_thresh_e: Finite = -52.0
+    offset: Finite | None = None
+    refrac_e: NonNegFloat = 5.0
+    e_exc: Finite = 0.0
+    e_inh_e: Finite = -100.0
+    tau_ge: PosFloat = 1.0
+    tau_gi: PosFloat = 2.0
+    theta_init: Finite | None = None
+    theta_plus: NonNegFloat = 0.05
+    tau_theta: PosFloat = 1e7
     # inhibitory layer
-    tau_m_i: float = 10.0
-    v_rest_i: float = -60.0
-    v_reset_i: float = -45.0
-    v_thresh_i: float = -40.0
-    refrac_i: float = 2.0
-    e_inh_i: float = -85.0
-    w_ei: float | None = None
-    w_ie: float | None = None
+    tau_m_i: PosFloat = 10.0
+    v_rest_i: Finite = -60.0
+    v_reset_i: Finite = -45.0
+    v_thresh_i: Finite = -40.0
+    refrac_i: NonNegFloat = 2.0
+    e_inh_i: Finite = -85.0
+    w_ei: NonNegFloat | None = None
+    w_ie: NonNegFloat | None = None
     # input weights
-    w_max: float = 1.0
-    w_init: float = 0.3
-    norm: float | None = None
+    w_max: PosFloat = 1.0
+    w_init: NonNegFloat = 0.3
+    norm: PosFloat | None = None
     # learning
-    rule: str = "trace"
-    nu_pre: float = 1e-4
-    nu_post: float = 1e-2
-    tau_pre: float = 20.0
-    tau_post1: float = 20.0
-    tau_post2: float = 40.0
-    eta: float = 1e-2
-    x_tar: float = 0.4
-    mu: float = 0.2
-    powerlaw_trace: str = "additive"
-    batch_reduce: str = "sum"
-    input_chunk: int = 50
+    rule: Literal["trace", "powerlaw"] = "trace"
+    nu_pre: NonNegFloat = 1e-4
+    nu_post: NonNegFloat = 1e-2
+    tau_pre: PosFloat = 20.0
+    tau_post1: PosFloat = 20.0
+    tau_post2: PosFloat = 40.0
+    eta: NonNegFloat = 1e-2
+    x_tar: Finite = 0.4
+    mu: NonNegFloat = 0.2
+    powerlaw_trace: Literal["additive", "nearest"] = "additive"
+    batch_reduce: Literal["sum", "mean"] = "sum"
+    input_chunk: PosInt = 50
 
     def __post_init__(self) -> None:
-        if self.model not in ("conductance", "current"):
-            raise ConfigError(f"net.model must be 'conductance' or 'current', got {self.model!r}")
-        if self.rule not in ("trace", "powerlaw"):
-            raise ConfigError(f"net.rule must be 'trace' or 'powerlaw', got {self.rule!r}")
-        if self.powerlaw_trace not in ("additive", "nearest"):
-            raise ConfigError(f"net.powerlaw_trace must be 'additive' or 'nearest', got {self.powerlaw_trace!r}")
-        if self.batch_reduce not in ("sum", "mean"):
-            raise ConfigError(f"net.batch_reduce must be 'sum' or 'mean', got {self.batch_reduce!r}")
         defaults = _CURRENT if self.model == "current" else _CONDUCTANCE
         for k, v in defaults.items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
-        for k in ("dt", "t_present", "tau_m_e", "tau_m_i", "tau_ge", "tau_gi", "tau_pre", "tau_post1", "tau_post2",
-                  "tau_theta", "w_max", "norm"):
-            if not float(getattr(self, k)) > 0:
-                raise ConfigError(f"net.{k} must be positive, got {getattr(self, k)!r}")
-        if self.n_input < 1 or self.n_neurons < 1:
-            raise ConfigError("net.n_input and net.n_neurons must be positive")
 
     @property
     def steps(self) -> int:
@@ -138,9 +127,7 @@ class NetConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "net") -> "NetConfig":
-        from spikeforge.engine.recipe import config_from_dict
-
-        return config_from_dict(cls, d, where)
+        return from_dict(cls, d, where)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -150,25 +137,13 @@ _KERNEL: dict = {}
 
 
 def cpu_kernel():
-    """The compiled presentation loop (``dc_cpu.cpp``, built on first use and cached by torch), or None when it
-    cannot be built or ``SPIKEFORGE_NO_CPP=1``; then the PyTorch loop of :meth:`DiehlCook.present` runs instead."""
-    if os.environ.get("SPIKEFORGE_NO_CPP", "") in ("1", "true", "yes") or _KERNEL.get("disabled"):
+    """The compiled presentation loop (``dc_cpu.cpp``, built on first use by
+    :func:`spikeforge.kernels.build.load_extension`), or None when it cannot be built, ``SPIKEFORGE_NO_CPP=1`` or
+    ``_KERNEL["disabled"]`` (tests); then the PyTorch loop of :meth:`DiehlCook.present` runs instead."""
+    if _KERNEL.get("disabled"):
         return None
-    if "module" not in _KERNEL:
-        module = None
-        try:
-            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-            from torch.utils.cpp_extension import load_inline
-
-            src = Path(__file__).with_name("dc_cpu.cpp").read_text()
-            module = load_inline(name="spikeforge_stdp_dc_cpu_v2", cpp_sources=[src], functions=["dc_present"],
-                                 extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp"],
-                                 extra_ldflags=["-fopenmp"], verbose=False)
-        except Exception as exc:  # no compiler, no ninja, read-only cache ...
-            warnings.warn(f"spikeforge.methods.stdp: compiled simulation loop unavailable ({type(exc).__name__}); "
-                          "using the PyTorch loop", RuntimeWarning, stacklevel=2)
-        _KERNEL["module"] = module
-    return _KERNEL["module"]
+    return load_extension("spikeforge_stdp_dc_cpu_v2", Path(__file__).with_name("dc_cpu.cpp"), ["dc_present"],
+                          native=False, what="STDP compiled simulation loop")
 
 
 def _step_average(tau: float, dt: float) -> float:
@@ -226,118 +201,155 @@ class DiehlCook(torch.nn.Module):
         """
         cfg = self.cfg
         B, n_in = x.shape
-        N = cfg.n_neurons
-        T = cfg.steps
-        dt = cfg.dt
-        dev = x.device
         rate = cfg.max_rate if retry is None else cfg.max_rate + cfg.rate_step * retry.to(x.dtype)[:, None]
-        p = (x * rate * (dt / 1000.0)).clamp_(0, 1)  # spike probability per step
-        W = self.W
-        conductance = cfg.model == "conductance"
-
-        v = torch.full((B, N), cfg.v_rest_e, device=dev)
-        thr = (self.theta + (cfg.v_thresh_e - cfg.offset)).expand(B, N).clone()
-        thr0 = thr.clone() if learn else None
-        ref = torch.zeros(B, N, device=dev)
-        ge = torch.zeros(B, N, device=dev)
-        gi = torch.zeros(B, N, device=dev)
-        vi = torch.full((B, N), cfg.v_rest_i, device=dev)
-        gei = torch.zeros(B, N, device=dev)
-        refi = torch.zeros(B, N, device=dev)
-        inh = torch.zeros(B, N, device=dev)  # inhibition arriving at the next step
-        counts = torch.zeros(B, N, device=dev)
-        tmp = torch.empty(B, N, device=dev)
-        tmp2 = torch.empty(B, N, device=dev)
-        out_hist = torch.zeros(T, B, N, device=dev) if learn else None
-        in_hist = torch.zeros(T, B, n_in, dtype=torch.bool, device=dev) if learn else None
-        v_hist = torch.zeros(T, B, N, device=dev) if record_v else None
-
-        a_e, a_i = dt / cfg.tau_m_e, dt / cfg.tau_m_i
-        d_ge, d_gi = math.exp(-dt / cfg.tau_ge), math.exp(-dt / cfg.tau_gi)
-        k_ge, k_gi = _step_average(cfg.tau_ge, dt), _step_average(cfg.tau_gi, dt)
-        ref_e, ref_i = round(cfg.refrac_e / dt), round(cfg.refrac_i / dt)
-        d_m_e, d_m_i = math.exp(-dt / cfg.tau_m_e), math.exp(-dt / cfg.tau_m_i)
-        chunk = max(1, int(cfg.input_chunk))
-        kern = cpu_kernel() if dev.type == "cpu" and x.dtype == torch.float32 and not record_v else None
+        p = (x * rate * (cfg.dt / 1000.0)).clamp_(0, 1)  # spike probability per step
         # Poisson input, drawn only for the (image, pixel) pairs with a non-zero rate, as sparse events; the input
         # of a chunk of steps is one sparse [steps*B, n_input] x dense [n_input, N] product.
         pair_b, pair_i = (p > 0).nonzero(as_tuple=True)
-        pair_p = p[pair_b, pair_i]
-        if kern is not None:  # compiled loop (same arithmetic as the loop below)
-            I = torch.cat([_input_chunk(pair_b, pair_i, pair_p, min(chunk, T - t), B, n_in, W, generator,
-                                        in_hist[t:t + chunk] if learn else None) for t in range(0, T, chunk)])
-            params = [1.0 if conductance else 0.0, cfg.v_rest_e, cfg.v_reset_e, a_e, d_ge, d_gi, k_ge, k_gi,
-                      cfg.e_exc, cfg.e_inh_e, float(ref_e), d_m_e, cfg.v_rest_i, cfg.v_reset_i, cfg.v_thresh_i, a_i,
-                      float(ref_i), d_m_i, cfg.w_ei, cfg.w_ie, cfg.theta_plus, 1.0 if learn else 0.0]
-            spikes = kern.dc_present(I.contiguous(), thr, params).to(torch.float32)
-            res = {"counts": spikes.sum(0)}
-            if learn:
-                res["spikes_in"] = in_hist
-                res["spikes_out"] = spikes
-                res["theta_rise"] = thr - thr0
-            return res
+        inputs = _Inputs(pair_b, pair_i, p[pair_b, pair_i], B, n_in, self.W, generator)
+        thr = (self.theta + (cfg.v_thresh_e - cfg.offset)).expand(B, cfg.n_neurons).clone()
+        thr0 = thr.clone() if learn else None
+        in_hist = torch.zeros(cfg.steps, B, n_in, dtype=torch.bool, device=x.device) if learn else None
+        kern = cpu_kernel() if x.device.type == "cpu" and x.dtype == torch.float32 and not record_v else None
+        if kern is not None:  # compiled loop (same arithmetic as the PyTorch loop)
+            res = self._present_compiled(kern, inputs, thr, in_hist, learn)
+        else:
+            res = self._present_loop(inputs, thr, in_hist, learn, record_v, x.device)
+        if learn:
+            res["spikes_in"] = in_hist
+            res["theta_rise"] = thr - thr0
+        return res
+
+    def _constants(self) -> SimpleNamespace:
+        """Per-step factors of the discretized dynamics (see the module docstring)."""
+        cfg, dt = self.cfg, self.cfg.dt
+        return SimpleNamespace(
+            a_e=dt / cfg.tau_m_e, a_i=dt / cfg.tau_m_i, d_ge=math.exp(-dt / cfg.tau_ge),
+            d_gi=math.exp(-dt / cfg.tau_gi), k_ge=_step_average(cfg.tau_ge, dt), k_gi=_step_average(cfg.tau_gi, dt),
+            ref_e=round(cfg.refrac_e / dt), ref_i=round(cfg.refrac_i / dt), d_m_e=math.exp(-dt / cfg.tau_m_e),
+            d_m_i=math.exp(-dt / cfg.tau_m_i), conductance=cfg.model == "conductance")
+
+    def _present_compiled(self, kern, inputs: "_Inputs", thr, in_hist, learn: bool) -> dict:
+        cfg, k = self.cfg, self._constants()
+        T, chunk = cfg.steps, max(1, int(cfg.input_chunk))
+        I = torch.cat([inputs.chunk(min(chunk, T - t), in_hist[t:t + chunk] if learn else None)
+                       for t in range(0, T, chunk)])
+        params = [1.0 if k.conductance else 0.0, cfg.v_rest_e, cfg.v_reset_e, k.a_e, k.d_ge, k.d_gi, k.k_ge, k.k_gi,
+                  cfg.e_exc, cfg.e_inh_e, float(k.ref_e), k.d_m_e, cfg.v_rest_i, cfg.v_reset_i, cfg.v_thresh_i, k.a_i,
+                  float(k.ref_i), k.d_m_i, cfg.w_ei, cfg.w_ie, cfg.theta_plus, 1.0 if learn else 0.0]
+        spikes = kern.dc_present(I.contiguous(), thr, params).to(torch.float32)
+        res = {"counts": spikes.sum(0)}
+        if learn:
+            res["spikes_out"] = spikes
+        return res
+
+    def _present_loop(self, inputs: "_Inputs", thr, in_hist, learn: bool, record_v: bool, dev) -> dict:
+        cfg, k = self.cfg, self._constants()
+        T, B, N, chunk = cfg.steps, inputs.B, cfg.n_neurons, max(1, int(cfg.input_chunk))
+        s = _initial_state(cfg, B, N, dev)
+        out_hist = torch.zeros(T, B, N, device=dev) if learn else None
+        v_hist = torch.zeros(T, B, N, device=dev) if record_v else None
         I = None
         for t in range(T):
             c = t % chunk
             if c == 0:
                 n = min(chunk, T - t)
-                I = _input_chunk(pair_b, pair_i, pair_p, n, B, n_in, W, generator,
-                                 in_hist[t:t + n] if learn else None)
-            # ---- excitatory layer
-            active = ref <= 0
-            if conductance:
-                ge.mul_(d_ge).add_(I[c])
-                gi.mul_(d_gi).add_(inh)
-                # exponential Euler: v -> v_inf + (v - v_inf) exp(-a G), G = 1 + k_ge ge + k_gi gi,
-                # v_inf = (v_rest + k_ge ge E_exc + k_gi gi E_inh) / G
-                torch.mul(ge, k_ge, out=tmp)
-                tmp.add_(gi, alpha=k_gi).add_(1.0)                               # G
-                torch.mul(ge, k_ge * cfg.e_exc, out=tmp2)
-                tmp2.add_(gi, alpha=k_gi * cfg.e_inh_e).add_(cfg.v_rest_e).div_(tmp)  # v_inf
-                tmp.mul_(-a_e).exp_()                                            # exp(-a G)
-                v_new = (v - tmp2).mul_(tmp).add_(tmp2)
-                v.copy_(torch.where(active, v_new, v))
-            else:
-                # v = v_rest + (v - v_rest) exp(-dt/tau) + input (not while refractory) - inhibition
-                v.sub_(cfg.v_rest_e).mul_(d_m_e).add_(cfg.v_rest_e)
-                torch.sub(I[c], inh, out=tmp)
-                v.addcmul_(tmp, active)
-            spk = v > thr
-            v.masked_fill_(spk, cfg.v_reset_e)
+                I = inputs.chunk(n, in_hist[t:t + n] if learn else None)
+            sf = _excitatory_step(cfg, k, s, I[c], thr)
             if record_v:
-                v_hist[t].copy_(v)
-            ref.sub_(1.0).masked_fill_(spk, float(ref_e))
-            sf = spk.to(v.dtype)
-            counts.add_(sf)
+                v_hist[t].copy_(s.v)
             if learn:
                 thr.add_(sf, alpha=cfg.theta_plus)
                 out_hist[t].copy_(sf)
-            # ---- inhibitory layer
-            active_i = refi <= 0
-            if conductance:
-                gei.mul_(d_ge).add_(sf, alpha=cfg.w_ei)
-                torch.mul(gei, k_ge, out=tmp).add_(1.0)
-                torch.mul(gei, k_ge * cfg.e_exc, out=tmp2).add_(cfg.v_rest_i).div_(tmp)
-                tmp.mul_(-a_i).exp_()
-                vi_new = (vi - tmp2).mul_(tmp).add_(tmp2)
-                vi.copy_(torch.where(active_i, vi_new, vi))
-            else:
-                vi.sub_(cfg.v_rest_i).mul_(d_m_i).add_(cfg.v_rest_i)
-                vi.addcmul_(sf, active_i, value=cfg.w_ei)
-            spi = vi > cfg.v_thresh_i
-            vi.masked_fill_(spi, cfg.v_reset_i)
-            refi.sub_(1.0).masked_fill_(spi, float(ref_i))
-            sfi = spi.to(v.dtype)
-            # lateral inhibition: every excitatory neuron but the matching one
-            torch.sub(sfi.sum(1, keepdim=True), sfi, out=inh).mul_(cfg.w_ie)
-        res = {"counts": counts}
+            _inhibitory_step(cfg, k, s, sf)
+        res = {"counts": s.counts}
         if record_v:
             res["v"] = v_hist
         if learn:
-            res["spikes_in"] = in_hist
             res["spikes_out"] = out_hist
-            res["theta_rise"] = thr - thr0
         return res
+
+
+def _initial_state(cfg: NetConfig, B: int, N: int, dev) -> SimpleNamespace:
+    """Every presentation starts from rest: v at rest, conductances, refractory timers and inhibition at zero."""
+    def zeros():
+        return torch.zeros(B, N, device=dev)
+
+    return SimpleNamespace(v=torch.full((B, N), cfg.v_rest_e, device=dev), ref=zeros(), ge=zeros(), gi=zeros(),
+                           vi=torch.full((B, N), cfg.v_rest_i, device=dev), gei=zeros(), refi=zeros(),
+                           inh=zeros(), counts=zeros(), tmp=torch.empty(B, N, device=dev),
+                           tmp2=torch.empty(B, N, device=dev))
+
+
+def _excitatory_step(cfg: NetConfig, k: SimpleNamespace, s: SimpleNamespace, I_t: torch.Tensor,
+                     thr: torch.Tensor) -> torch.Tensor:
+    """One step of the excitatory layer (input, membrane, threshold, reset, refractory); returns its spikes."""
+    v, tmp, tmp2 = s.v, s.tmp, s.tmp2
+    active = s.ref <= 0
+    if k.conductance:
+        s.ge.mul_(k.d_ge).add_(I_t)
+        s.gi.mul_(k.d_gi).add_(s.inh)
+        # exponential Euler: v -> v_inf + (v - v_inf) exp(-a G), G = 1 + k_ge ge + k_gi gi,
+        # v_inf = (v_rest + k_ge ge E_exc + k_gi gi E_inh) / G
+        torch.mul(s.ge, k.k_ge, out=tmp)
+        tmp.add_(s.gi, alpha=k.k_gi).add_(1.0)                               # G
+        torch.mul(s.ge, k.k_ge * cfg.e_exc, out=tmp2)
+        tmp2.add_(s.gi, alpha=k.k_gi * cfg.e_inh_e).add_(cfg.v_rest_e).div_(tmp)  # v_inf
+        tmp.mul_(-k.a_e).exp_()                                              # exp(-a G)
+        v_new = (v - tmp2).mul_(tmp).add_(tmp2)
+        v.copy_(torch.where(active, v_new, v))
+    else:
+        # v = v_rest + (v - v_rest) exp(-dt/tau) + input (not while refractory) - inhibition
+        v.sub_(cfg.v_rest_e).mul_(k.d_m_e).add_(cfg.v_rest_e)
+        torch.sub(I_t, s.inh, out=tmp)
+        v.addcmul_(tmp, active)
+    spk = v > thr
+    v.masked_fill_(spk, cfg.v_reset_e)
+    s.ref.sub_(1.0).masked_fill_(spk, float(k.ref_e))
+    sf = spk.to(v.dtype)
+    s.counts.add_(sf)
+    return sf
+
+
+def _inhibitory_step(cfg: NetConfig, k: SimpleNamespace, s: SimpleNamespace, sf: torch.Tensor) -> None:
+    """One step of the inhibitory layer driven by the excitatory spikes ``sf``; sets the lateral inhibition that
+    reaches the excitatory layer at the next step."""
+    tmp, tmp2 = s.tmp, s.tmp2
+    active_i = s.refi <= 0
+    if k.conductance:
+        s.gei.mul_(k.d_ge).add_(sf, alpha=cfg.w_ei)
+        torch.mul(s.gei, k.k_ge, out=tmp).add_(1.0)
+        torch.mul(s.gei, k.k_ge * cfg.e_exc, out=tmp2).add_(cfg.v_rest_i).div_(tmp)
+        tmp.mul_(-k.a_i).exp_()
+        vi_new = (s.vi - tmp2).mul_(tmp).add_(tmp2)
+        s.vi.copy_(torch.where(active_i, vi_new, s.vi))
+    else:
+        s.vi.sub_(cfg.v_rest_i).mul_(k.d_m_i).add_(cfg.v_rest_i)
+        s.vi.addcmul_(sf, active_i, value=cfg.w_ei)
+    spi = s.vi > cfg.v_thresh_i
+    s.vi.masked_fill_(spi, cfg.v_reset_i)
+    s.refi.sub_(1.0).masked_fill_(spi, float(k.ref_i))
+    sfi = spi.to(sf.dtype)
+    # lateral inhibition: every excitatory neuron but the matching one
+    torch.sub(sfi.sum(1, keepdim=True), sfi, out=s.inh).mul_(cfg.w_ie)
+
+
+@dataclass
+class _Inputs:
+    """The Poisson input of one presentation: the (image, pixel) pairs with a non-zero rate and their spike
+    probability per step; :meth:`chunk` draws the next steps and returns their input currents."""
+
+    pair_b: torch.Tensor
+    pair_i: torch.Tensor
+    pair_p: torch.Tensor
+    B: int
+    n_in: int
+    W: torch.Tensor
+    generator: torch.Generator | None
+
+    def chunk(self, n: int, hist: torch.Tensor | None) -> torch.Tensor:
+        return _input_chunk(self.pair_b, self.pair_i, self.pair_p, n, self.B, self.n_in, self.W, self.generator,
+                            hist)
 
 
 def _input_chunk(pair_b, pair_i, pair_p, n, B, n_in, W, generator, hist):

@@ -1,4 +1,6 @@
-"""Connection pruning and weight quantization during STDP training (Rathi, Panda & Roy; methods.md §6.3).
+"""Connection pruning and weight quantization during STDP training (Rathi, Panda & Roy, "STDP-based pruning of
+connections and weight quantization in spiking neural networks for energy-efficient recognition", IEEE TCAD 38(4),
+2019).
 
 Criterion (documented choice): the STDP-learned weight. STDP depresses synapses whose input rarely fires shortly
 before the neuron, so the lowest weights of a neuron mark its least correlated inputs. At each pruning step every
@@ -84,4 +86,25 @@ def pruned_fraction(mask: torch.Tensor) -> float:
     return 1.0 - float(mask.float().mean())
 
 
-__all__ = ["level_values", "prune_lowest", "pruned_fraction", "quantize"]
+def prune_target(seen: int, total: int, fraction: float, start: int = 0, end: float = 0.5) -> float:
+    """Pruned fraction wanted after ``seen`` of ``total`` training images: 0 before image ``start``, then rising
+    linearly to ``fraction``, reached after ``end * total`` images (Rathi, Panda & Roy prune gradually during
+    training so that STDP can re-balance the surviving weights)."""
+    if fraction <= 0 or seen < start:
+        return 0.0
+    stop = max(start + 1, int(end * total))
+    return fraction * min(1.0, (seen - start) / max(1, stop - start))
+
+
+def constrain(net, fraction: float | None, levels: int | None, quant_range: str = "wmax",
+              rounding: str = "nearest") -> None:
+    """Prune ``net`` (a :class:`~spikeforge.methods.stdp.network.DiehlCook`) to ``fraction`` (if more than now),
+    re-normalize the survivors, then quantize them to ``levels`` (see :func:`quantize`)."""
+    if fraction and fraction > pruned_fraction(net.mask) + 1e-9:
+        net.prune_to(prune_lowest(net.W, net.mask, fraction))
+    net.normalize()
+    if levels:
+        net.W.copy_(quantize(net.W, net.mask, levels, net.cfg.w_max, quant_range, rounding))
+
+
+__all__ = ["constrain", "level_values", "prune_lowest", "prune_target", "pruned_fraction", "quantize"]

@@ -3,14 +3,15 @@
 Both rules use spike traces; within one time step presynaptic spikes come before postsynaptic ones (so a pre and a
 post spike in the same step count as causal, pre-before-post).
 
-``trace`` -- the rule of Diehl & Cook's code (methods.md §6.2; "nearest-spike" traces that are *set* to 1 by a spike
-and decay exponentially: pre trace ``x_pre`` (tau_pre = 20 ms), post traces ``post1`` (tau_post1 = 20 ms) and
-``post2`` (tau_post2 = 40 ms)):
+``trace`` -- the rule of Diehl & Cook's code (Diehl & Cook 2015, Front. Comput. Neurosci. 9:99; "nearest-spike"
+traces that are *set* to 1 by a spike and decay exponentially: pre trace ``x_pre`` (tau_pre = 20 ms), post traces
+``post1`` (tau_post1 = 20 ms) and ``post2`` (tau_post2 = 40 ms)):
 
 * on a presynaptic spike:   ``w -= nu_pre * post1``              (post1 before any post spike of that step)
 * on a postsynaptic spike:  ``w += nu_post * x_pre * post2_before`` (post2 *before* this post spike: a triplet term)
 
-``powerlaw`` -- the power-law weight-dependent rule of the Diehl & Cook paper that Rathi et al. build on:
+``powerlaw`` -- the power-law weight-dependent rule of the Diehl & Cook paper that Rathi, Panda & Roy (IEEE TCAD 2019)
+build on:
 
 * on a postsynaptic spike:  ``w += eta * (x_pre - x_tar) * (w_max - w) ** mu``
 

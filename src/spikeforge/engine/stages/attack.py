@@ -1,0 +1,118 @@
+"""The ``attack`` stage: adversarial and noise robustness of an earlier stage's model, white-box and black-box
+(Sharmin et al., "A comprehensive analysis on adversarial robustness of spiking neural networks", IJCNN 2019;
+"Inherent adversarial robustness of deep spiking neural networks: effects of discrete input encoding and non-linear
+activations", ECCV 2020); see :mod:`spikeforge.analysis.attacks`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import field
+from typing import Any, Literal
+
+import torch
+
+from spikeforge.analysis.attacks import describe_model, parse_values, plot_robustness, robustness, robustness_table
+from spikeforge.config import Finite, Fraction, PosFloat, PosInt, config
+from spikeforge.engine.checkpoint import MODEL_FILE, load_checkpoint
+from spikeforge.engine.distributed import info as dist_info
+from spikeforge.engine.stages.base import STAGES, Context, Stage, StageConfig, check_section, keys_of
+from spikeforge.errors import ConfigError
+from spikeforge.models import TwinNet
+
+
+@config
+class AttackVariant:
+    """Evaluate an SNN as a variant without retraining: ``timesteps``, input ``encoding`` (``poisson_convention``,
+    ``poisson_rate``), and ``leak`` (every layer's leak set to this value)."""
+
+    timesteps: PosInt | None = None
+    encoding: str | None = None
+    poisson_convention: Literal["rate", "half"] | None = None
+    poisson_rate: PosFloat | None = None
+    leak: Fraction | None = None
+
+
+VariantKeys = keys_of(AttackVariant)
+
+#: A value of ``eps`` or ``noise``: a number or a fraction string such as ``"8/255"``.
+Amount = Finite | str
+
+
+@config
+class AttackStageConfig(StageConfig):
+    """Robustness of the previous (or ``source``) stage's model.
+
+    ``attack``: fgsm, pgd or eotpgd; ``eps``: perturbation sizes in (0, 1] (numbers or "8/255" strings);
+    ``steps``/``alpha``/``eot_iter``: PGD iterations, step size (None: the attack's default) and EOT samples;
+    ``black_box``: name of an earlier stage whose model crafts transfer attacks; ``noise``: Gaussian sigmas in
+    (0, 10]; ``grad_estimator``: SNN input gradients by ``bptt``, ``sharmin`` (first-layer estimator) or ``auto``;
+    ``surrogate``: surrogate used for the attack gradients; ``snn``: evaluate a variant of an SNN without retraining
+    (:class:`AttackVariant`); ``batches``: test batches used (None: the whole test set).
+    """
+
+    kind: Literal["attack"]
+    attack: Literal["fgsm", "pgd", "eotpgd"] = "pgd"
+    eps: list[Amount] = field(default_factory=lambda: ["2/255", "4/255", "8/255"])
+    steps: PosInt = 7
+    alpha: PosFloat | None = None
+    eot_iter: PosInt = 4
+    noise: list[Amount] = field(default_factory=list)
+    black_box: str | None = None
+    grad_estimator: Literal["auto", "bptt", "sharmin"] = "auto"
+    surrogate: Any = None
+    snn: VariantKeys = field(default_factory=dict)
+    batches: PosInt | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = self.where
+        self.eps = parse_values(",".join(str(e) for e in self.eps), f"{where}.eps") if self.eps else []
+        self.noise = parse_values(",".join(str(e) for e in self.noise), f"{where}.noise", high=10.0) \
+            if self.noise else []
+        check_section(AttackVariant, self.snn, f"{where}.snn")
+
+
+@STAGES.register("attack")
+class AttackStage(Stage):
+    """White-box (and black-box, noise) robustness of the input model; writes a table, JSON and a plot."""
+
+    Config = AttackStageConfig
+
+    def run(self, ctx: Context) -> dict:
+        cfg, t0 = self.cfg, time.time()
+        model, _ = self.load_previous(ctx)
+        if cfg.snn:
+            self._variant(model)
+        source = None
+        if cfg.black_box:
+            source, _ = load_checkpoint(ctx.out_dir / cfg.black_box / MODEL_FILE)
+            source.to(ctx.device)
+        model.to(ctx.device)
+        res = robustness(model, ctx.data.test, attack=cfg.attack, eps=cfg.eps, source=source, noise=cfg.noise,
+                         max_batches=cfg.batches, alpha=cfg.alpha, steps=cfg.steps, eot_iter=cfg.eot_iter,
+                         surrogate=cfg.surrogate, grad_estimator=cfg.grad_estimator, seed=ctx.recipe.seed,
+                         device=ctx.device, progress=ctx.progress)
+        if dist_info().is_main:
+            (ctx.stage_dir / "robustness.txt").write_text(robustness_table(res) + "\n")
+            plot_robustness(res, ctx.stage_dir / "robustness.png")
+        ctx.log(robustness_table(res))
+        return self.finish(ctx, model, {"kind": "attack", "test_acc": res["models"]["target"]["clean"],
+                                        "model": describe_model(model), "epochs": 0, "seconds": time.time() - t0,
+                                        "robustness": res})
+
+    def _variant(self, model: TwinNet) -> None:
+        """Apply the stage's ``snn`` variant (encoding, timesteps, leak) to the loaded SNN."""
+        if not model.spiking:
+            raise ConfigError(f"{self.cfg.where}.snn applies to SNNs, but the input model is an ANN")
+        over = dict(self.cfg.snn)
+        leak = over.pop("leak", None)
+        if "encoding" in over or "poisson_convention" in over or "poisson_rate" in over:
+            model.set_encoding(over.pop("encoding", model.snn.encoding),
+                               **{k: over.pop(k) for k in ("poisson_convention", "poisson_rate") if k in over})
+        if "timesteps" in over:
+            model.timesteps = over.pop("timesteps")
+        if leak is not None:
+            with torch.no_grad():
+                for n in model.neurons():
+                    n.leak.fill_(float(leak))
