@@ -3,12 +3,18 @@ reference (spikes and gradients w.r.t. input, threshold and leak), the module th
 (per-channel, learnable, streaming) and inside a model."""
 
 import dataclasses
+import os
 import itertools
 
 import pytest
 import torch
 
+from spikeforge.engine.checkpoint import load_checkpoint
+from spikeforge.engine.recipe import parse_recipe
+from spikeforge.engine.stages import run
 from spikeforge.errors import ConfigError
+from spikeforge.export.trace import trace_model
+from spikeforge.models import create_model
 from spikeforge.neuron import NEURONS
 from spikeforge.neuron.alif import ALIFNeuron, alif_initial_state, alif_multistep, alif_step
 from spikeforge.neuron.surrogate import ATan, PiecewiseLinear, STDB
@@ -155,3 +161,41 @@ def test_alif_inside_a_model():
     x = torch.rand(2, 3, 32, 32)
     model(x).sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.dim() > 1)
+
+
+HAS_MNIST = os.path.isdir(os.path.join(os.environ.get("SPIKEFORGE_DATA", ""), "mnist"))
+
+
+@pytest.mark.skipif(not HAS_MNIST, reason="needs MNIST under $SPIKEFORGE_DATA")
+def test_alif_from_a_recipe(tmp_path):
+    """``snn: {neuron: alif, neuron_params: {...}}`` in a recipe: the engine builds, trains, checkpoints and reloads
+    an ALIF SNN (and the checkpoint remembers the neuron model)."""
+    raw = {"name": "alif", "seed": 0, "device": "cpu",
+           "data": {"dataset": "mnist", "batch_size": 32, "test_batch_size": 256, "train_subset": 256,
+                    "test_subset": 256},
+           "model": {"arch": "vgg4", "width": 0.125, "hidden": [32]},
+           "snn": {"neuron": "alif", "neuron_params": {"beta": 0.2, "adapt_decay": 0.9}, "threshold": 0.5},
+           "stages": [{"name": "snn", "kind": "snn", "init": "scratch", "timesteps": 3, "epochs": 1,
+                       "max_batches": 3, "lr": 1e-3}]}
+    recipe = parse_recipe(raw)
+    summary = run(recipe, tmp_path / "run", device=torch.device("cpu"), progress=False)
+    assert summary["stages"][0]["stage"] == "snn" and 0.0 <= summary["stages"][0]["test_acc"] <= 1.0
+    model, head = load_checkpoint(tmp_path / "run" / "snn" / "model.pt")
+    neurons = model.neurons()
+    assert neurons and all(isinstance(n, ALIFNeuron) for n in neurons)
+    assert model.snn.neuron == "alif" and model.snn.neuron_params == {"beta": 0.2, "adapt_decay": 0.9}
+    assert model.timesteps == 3
+
+
+def test_unknown_neuron_in_a_recipe_is_one_clear_error():
+    raw = {"data": {"dataset": "mnist"}, "model": {"arch": "vgg4"}, "snn": {"neuron": "hodgkin"},
+           "stages": [{"name": "a", "kind": "ann"}]}
+    with pytest.raises(ConfigError, match=r"snn.*neuron.*hodgkin.*alif.*lif"):
+        parse_recipe(raw)
+
+
+def test_alif_models_are_refused_by_export():
+    model = create_model("vgg4", num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[16],
+                         spiking=True, timesteps=2, neuron="alif")
+    with pytest.raises(ConfigError, match="ALIFNeuron neurons cannot be exported"):
+        trace_model(model)

@@ -35,7 +35,16 @@ class Op:
     extra: dict = field(default_factory=dict)
 
 
+def _check_neuron(name: str, m: nn.Module) -> None:
+    """Only the IF/LIF neuron (registered ``lif``) has an exact NIR/ONNX form; a subclass with other dynamics (ALIF's
+    adaptive threshold) would be exported as a plain LIF, silently wrong."""
+    if isinstance(m, SpikingNeuron) and type(m) is not SpikingNeuron:
+        raise ConfigError(f"{name}: {type(m).__name__} neurons cannot be exported (NIR and ONNX have no node for "
+                          "their dynamics); export models built with snn.neuron: lif")
+
+
 def _check_module(name: str, m: nn.Module) -> None:
+    _check_neuron(name, m)
     if isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros":
             raise ConfigError(f"{name}: Conv2d with padding_mode={m.padding_mode!r} cannot be exported "
@@ -130,6 +139,7 @@ class _Tracer:
         if self.shape_of(h) != self.shape_of(short):
             raise ConfigError(f"{name}: residual branches have shapes {self.shape_of(h)} and {self.shape_of(short)}")
         act = b.act2
+        _check_neuron(f"{name}.act2", act)
         kind = "neuron" if isinstance(act, SpikingNeuron) else "relu" if isinstance(act, nn.ReLU) else None
         if kind is None:
             raise ConfigError(f"{name}.act2: unsupported activation {type(act).__name__}")
