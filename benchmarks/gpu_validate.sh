@@ -46,7 +46,7 @@ else
   fi
   DEV=cuda; NET=vgg16; BATCH=64; IMAGES=5120; EPOCHS=2; TS="1 5"; REPEATS=20
   TEST_ARGS=(tests/test_triton.py tests/test_neuron.py tests/test_peers.py -q -rs)
-  GPU_TEST_ARGS=(tests)
+  GPU_TEST_ARGS=(tests/test_triton.py tests/test_selfcheck.py tests/test_compile.py tests/test_doctor.py tests/test_peers.py)
   COMPILE_ARGS=(tests/test_compile.py -q -rs)
 fi
 
