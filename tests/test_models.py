@@ -219,6 +219,6 @@ def test_registries_and_lazy_root_package():
     assert create_model("test-vgg-tiny", **SMALL).features[0].out_channels == 1
     code = ("import sys, spikeforge as sf; assert 'spikeforge.models' not in sys.modules and 'torch' not in "
             "sys.modules; assert {'create_model', 'PGD', 'load_checkpoint', 'NEURONS'} <= set(dir(sf)); "
-            "assert sf.create_model is sf.models.create_model and sf.__version__ and 'workflow' in sf.__doc__")
+            "assert sf.create_model is sf.presets.create_model and sf.__version__ and 'workflow' in sf.__doc__")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

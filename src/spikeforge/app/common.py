@@ -8,6 +8,7 @@ model before the data is read).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +37,33 @@ def check_min(flag: str, value: int | None, minimum: int = 1) -> None:
     if value is not None and value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigError(f"{flag} must be {what}, got {value}")
+
+
+def check_float(flag: str, value: float | None, *, gt: float | None = None, ge: float | None = None) -> None:
+    """A number given on the command line is finite (no nan/inf) and above its bound (``None``: not given, fine)."""
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"{flag} must be a finite number, got {value}")
+    if gt is not None and not value > gt:
+        raise ConfigError(f"{flag} must be greater than {gt:g}, got {value:g}")
+    if ge is not None and not value >= ge:
+        raise ConfigError(f"{flag} must be at least {ge:g}, got {value:g}")
+
+
+def check_output_file(flag: str, path: str | Path | None) -> None:
+    """An output file named on the command line can be written: it is not a directory, and its parent is not a
+    file (checked before any work is done)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{flag} {p} is a directory; give a file name, e.g. {p / 'result.json'}")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {p}: {parent} is a file, not a directory")
+            break
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:

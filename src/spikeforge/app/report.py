@@ -11,9 +11,9 @@ Reads the run's ``summary.json`` (``{"recipe": name, "stages": [metrics, ...]}``
   :func:`spikeforge.analysis.energy.stage_energy_metrics`), with the membrane read/write term stacked on the SNN bars, and
   a table of energy totals per stage.
 
-Each plot is also written as a PNG beside the page. Missing pieces (an ANN-only run, stages without energy) leave
-out the plots they would feed; the page is always written. Matplotlib is used through its Agg canvas directly, so the
-global backend is left alone.
+Each plot is also written as a PNG beside the page; every file is replaced atomically (a reader sees the old file or
+the new one). Missing pieces (an ANN-only run, stages without energy) leave out the plots they would feed; the page
+is always written. Matplotlib is used through its Agg canvas directly, so the global backend is left alone.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from spikeforge.errors import ConfigError
+from spikeforge import utils
 
 REPORT_FILE = "report.html"
 ACC_PNG = "accuracy_vs_timesteps.png"
@@ -48,8 +49,8 @@ def load_run(out_dir: str | Path, summary: dict | None = None) -> dict:
         if not path.is_file():
             raise ConfigError(f"{out_dir} has no summary.json; pass a run directory written by 'spikeforge run'")
         try:
-            summary = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:  # not UTF-8, or not JSON
             raise ConfigError(f"{path} is not valid JSON ({exc}); rerun 'spikeforge run' to rewrite it") from None
     if not isinstance(summary, dict):
         raise ConfigError(f"a run summary must be a dict with 'recipe' and 'stages', got {type(summary).__name__}")
@@ -62,9 +63,11 @@ def load_run(out_dir: str | Path, summary: dict | None = None) -> dict:
         mpath = out_dir / str(name) / "metrics.json" if name else None
         if mpath is not None and mpath.is_file():
             try:
-                merged.update(json.loads(mpath.read_text()))
-            except (json.JSONDecodeError, OSError):
-                pass
+                full = json.loads(mpath.read_text(encoding="utf-8"))
+            except (ValueError, OSError):
+                full = None
+            if isinstance(full, dict):
+                merged.update(full)
         merged.update(st)
         stages.append(merged)
     return {"recipe": summary.get("recipe") or out_dir.name, "stages": stages}
@@ -421,10 +424,10 @@ def write_run_report(out_dir: str | Path, summary: dict | None = None) -> list[P
     written = []
     for name, data in images.items():
         if data:
-            (out_dir / name).write_bytes(data)
+            utils.atomic_write_bytes(out_dir / name, lambda f, data=data: f.write(data))
             written.append(out_dir / name)
     page = out_dir / REPORT_FILE
-    page.write_text(render_html(run, images), encoding="utf-8")
+    utils.atomic_write_text(page, render_html(run, images))
     written.append(page)
     return written
 

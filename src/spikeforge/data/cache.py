@@ -75,7 +75,7 @@ def save_cache(path: Path, source: list[list[Any]], images: torch.Tensor, labels
             torch.save({"format": CACHE_FORMAT, "source": source, "images": images, "labels": labels}, fh)
         os.replace(tmp, path)
         tmp = None
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
         warnings.warn(
             f"could not write the dataset cache {path} ({exc}); loading will not be cached. "
             f"Set {CACHE_ENV} to a writable directory to enable the cache.",

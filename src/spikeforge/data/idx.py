@@ -44,8 +44,10 @@ def _read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as fh:
                 return fh.read()
         return path.read_bytes()
+    except PermissionError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror}); make it readable (or {_FIX})") from None
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"could not read {path} ({exc}); the file is corrupt or truncated: {_FIX}")
+        raise DataError(f"could not read {path} ({exc}); the file is corrupt or truncated: {_FIX}") from None
 
 
 def read_idx(path: str | os.PathLike[str], *, expected_magic: int | None = None) -> np.ndarray:

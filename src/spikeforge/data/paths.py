@@ -78,7 +78,12 @@ def verify_md5(path: Path, md5: str) -> None:
     """Raise :class:`DataError` unless ``path`` has the published MD5 checksum ``md5``."""
     from torchvision.datasets.utils import check_integrity
 
-    if not check_integrity(str(path), md5):
+    try:
+        ok = check_integrity(str(path), md5)
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror or exc}); make it readable, or replace it with an "
+                        "intact copy") from None
+    if not ok:
         raise DataError(
             f"checksum mismatch for {path}: its MD5 is not the published {md5}, so the file is "
             "corrupt, truncated or a different version. Replace it with an intact copy "

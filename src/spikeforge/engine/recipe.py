@@ -39,6 +39,8 @@ from spikeforge.models import MODELS, ModelSpec, SNNConfig
 
 #: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")]
+#: The run's seed: 0 <= seed < 2**32 (every random source of the run derives from it).
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 @config
@@ -48,7 +50,7 @@ class RecipeKeys:
 
     name: str = "run"
     description: str | None = None
-    seed: int = 0
+    seed: Seed = 0
     device: Device = "auto"
 
 
@@ -101,17 +103,24 @@ def apply_overrides(raw: dict, sets: list[str]) -> dict:
         except yaml.YAMLError:
             val = value
         keys = path.strip().split(".")
+        if not all(keys):
+            raise ConfigError(f"--set {path}: empty key in the path; write key.path=value, e.g. stages.ann.epochs=2")
         node: Any = raw
         for i, k in enumerate(keys[:-1]):
             if isinstance(node, list):
                 node = _find_stage(node, k, path)
-            else:
+            elif isinstance(node, dict):
                 if k not in node or node[k] is None:
                     node[k] = {}
                 node = node[k]
+            else:
+                raise ConfigError(f"--set {path}: {'.'.join(keys[:i])} is a value ({node!r}), not a section with "
+                                  "keys")
         last = keys[-1]
         if isinstance(node, list):
             raise ConfigError(f"--set {path}: name a key inside the stage, e.g. stages.<name>.epochs")
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {path}: {'.'.join(keys[:-1])} is a value ({node!r}), not a section with keys")
         node[last] = val
     return raw
 
@@ -166,7 +175,8 @@ def _model_section(raw: Any, data: DataConfig) -> ModelSpec:
 
 
 def _check_stage_links(stages: list[StageConfig]) -> None:
-    """Stage names are unique; ``source`` and ``black_box`` name earlier stages."""
+    """Stage names are unique; ``source`` and the stages a stage reads (``black_box``, ``compare``) are earlier
+    stages."""
     names = [s.name for s in stages]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -178,6 +188,10 @@ def _check_stage_links(stages: list[StageConfig]) -> None:
         if st.source is not None and st.source not in names[:i]:
             raise ConfigError(f"stages.{st.name}.source must name an earlier stage; got {st.source!r} "
                               f"(earlier stages: {names[:i]})")
+        for other in STAGES.get(st.kind).inputs(st):
+            if other not in names[:i]:
+                raise ConfigError(f"stages.{st.name} reads stage {other!r}, which must be an earlier stage "
+                                  f"(earlier stages: {names[:i]})")
 
 
 def recipe_schema() -> dict:
@@ -204,6 +218,8 @@ def recipe_schema() -> dict:
 def load_recipe(path: str | Path, sets: list[str] | None = None) -> Recipe:
     """Read a YAML recipe file, apply ``--set`` edits and validate it."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"recipe {path} is a directory; give a recipe YAML file, e.g. recipes/mnist-quickstart.yaml")
     if not p.is_file():
         bundled = Path(__file__).resolve().parents[3] / "recipes" / p.name
         if bundled.is_file():
@@ -211,7 +227,14 @@ def load_recipe(path: str | Path, sets: list[str] | None = None) -> Recipe:
         else:
             raise ConfigError(f"recipe {path} not found (give a path to a YAML file, e.g. recipes/mnist-quickstart.yaml)")
     try:
-        raw = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"recipe {p} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"recipe {p} cannot be read: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {p} is not valid YAML: {exc}") from None
+        raise ConfigError(f"recipe {p} is not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_recipe(apply_overrides(raw or {}, sets or []), where=f"recipe {p.name}")

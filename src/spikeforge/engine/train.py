@@ -21,7 +21,7 @@ from pydantic import Field
 from torch import nn
 from tqdm.auto import tqdm
 
-from spikeforge.analysis.monitor import SpikeMonitor
+from spikeforge.analysis.monitor import DeadLayerWatch, SpikeMonitor
 from spikeforge.config import Fraction, NonNegFloat, PosFloat, config
 from spikeforge.engine.checkpoint import RESUME_FILE, load_raw, save_checkpoint
 from spikeforge.engine.distributed import all_reduce_sum, barrier, wrap
@@ -128,7 +128,7 @@ def evaluate(model: nn.Module, loader, device, *, max_batches: int | None = None
     mon = SpikeMonitor(model)
     n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
     dinfo = dist_info()
-    with mon:
+    with mon, DeadLayerWatch(model, window=max(n_batches, 1)):  # names a layer that never spiked on the test set
         for i, (x, y) in enumerate(tqdm(loader, total=n_batches, desc=desc, disable=not progress, leave=False)):
             if i >= n_batches:
                 break
@@ -203,6 +203,7 @@ def fit(model: TwinNet, data, cfg: OptimConfig, *, epochs: int, stage_dir: Path,
     start, history, seconds = _resume(resume, model, opt, sched, device)
     net = wrap(model, device)  # DistributedDataParallel under torchrun, else the model
     ev = None
+    watch = DeadLayerWatch(model, window=50, partial=False)  # a layer silent for 50 training batches is named once
     for epoch in range(start, epochs):
         t0 = time.time()
         seed_everything(seed, stage_index, epoch)
@@ -211,7 +212,7 @@ def fit(model: TwinNet, data, cfg: OptimConfig, *, epochs: int, stage_dir: Path,
         model.train()
         mon = SpikeMonitor(model)
         bar = tqdm(total=steps, desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        with mon:
+        with mon, watch:
             sums = _train_epoch(model, net, data.train, opt, sched, cfg, steps, device, amp, epoch, mon, bar)
         bar.close()
         tested = epoch + 1 == epochs or (eval_every > 0 and (epoch + 1) % eval_every == 0)
@@ -258,7 +259,7 @@ def _train_epoch(model, net, loader, opt, sched, cfg: OptimConfig, steps: int, d
             out = net(x)
             loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, batch {i + 1}; "
+            raise FloatingPointError(f"loss became {float(loss.detach())} at epoch {epoch + 1}, batch {i + 1}; "
                                      "lower the learning rate")
         opt.zero_grad(set_to_none=True)
         loss.backward()

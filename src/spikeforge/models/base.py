@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from spikeforge.errors import ConfigError, ShapeError
+from spikeforge.models.constraints import auto_constrain
+from spikeforge.models.health import SilentLayerWarning, count_spikes, silent_layer_message, silent_layers
 from spikeforge.models.spec import ModelSpec, SNNConfig
 from spikeforge.neuron import NEURONS, SpikingNeuron
 from spikeforge.nn.bntt import BatchNormThroughTime, bntt_layers
@@ -50,6 +53,11 @@ class TwinNet(nn.Module):
                                    spec.std * (spec.in_channels if len(spec.std) == 1 else 1))
         if self.spiking:
             self.encoder = make_encoder(snn.encoding, convention=snn.poisson_convention, rate=snn.poisson_rate)
+        self._silence_check_pending = self.spiking  # the first forward pass checks for silent layers
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        auto_constrain(self)  # a copy (copy.deepcopy, pickle) keeps its neurons in range too
 
     # -- building blocks -------------------------------------------------------------------------------------
     def act(self, channels: int | None = None) -> nn.Module:
@@ -58,10 +66,11 @@ class TwinNet(nn.Module):
         if not self.spiking:
             return nn.ReLU(inplace=False)
         c = self.snn
-        return NEURONS.get(c.neuron)(c.threshold, c.leak, channels=channels if c.per_channel else None,
-                                     learn_threshold=c.learn_threshold, learn_leak=c.learn_leak,
-                                     surrogate=c.surrogate, order=c.order, reset=c.reset, fused=c.fused,
-                                     **c.neuron_params)
+        neuron = NEURONS.get(c.neuron)(c.threshold, c.leak, channels=channels if c.per_channel else None,
+                                       learn_threshold=c.learn_threshold, learn_leak=c.learn_leak,
+                                       surrogate=c.surrogate, order=c.order, reset=c.reset, fused=c.fused,
+                                       **c.neuron_params)
+        return auto_constrain(neuron)  # threshold > 0 and leak in [0, 1] after every optimizer step
 
     def bn(self, channels: int, dims: int = 2) -> nn.Module | None:
         """BatchNorm slot after a conv (``dims=2``) or hidden FC (``dims=1``, BNTT only): BN, an identity once BN
@@ -90,6 +99,35 @@ class TwinNet(nn.Module):
             raise ShapeError(f"{s.arch} expects images [B, {s.in_channels}, H, W] in [0, 1]; got shape {tuple(x.shape)}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, K]`` for images ``x`` ``[B, C, H, W]`` in ``[0, 1]`` (the SNN runs :attr:`timesteps` steps).
+
+        The first forward pass of an SNN also counts each spiking layer's spikes and warns
+        (:class:`~spikeforge.models.health.SilentLayerWarning`) when none reach the readout, naming the first silent
+        layer and the usual fixes (:meth:`_forward_checked`)."""
+        # is_compiling() first: under torch.compile the flag is never read, so it is not guarded (no recompile)
+        if not torch.compiler.is_compiling() and getattr(self, "_silence_check_pending", False):
+            return self._forward_checked(x)
+        return self._forward(x)
+
+    def _forward_checked(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_forward` with every spiking layer's spikes counted, then a warning if the network is silent: in
+        evaluation when no spikes reach the readout; in training only when the first spiking layer is silent too
+        (an input-scale problem: deeper layers silent at initialisation usually wake up under the surrogate
+        gradient, Neftci et al. 2019)."""
+        types = neuron_types()
+        layers = {name: m for name, m in self.named_modules() if isinstance(m, types)}
+        with count_spikes(layers) as counts:
+            out = self._forward(x)
+        self._silence_check_pending = False
+        names = list(layers)
+        silent = silent_layers(counts, names)
+        training = self.training and torch.is_grad_enabled()
+        if silent and silent[-1] == names[-1] and (not training or silent[0] == names[0]):
+            where = f"in this model's first forward pass ({'training' if training else 'evaluation'})"
+            warnings.warn(silent_layer_message(self, silent, names, where), SilentLayerWarning, stacklevel=5)
+        return out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x = self.normalize(x)
         if not self.spiking:

@@ -28,6 +28,7 @@ def register_model(name: str, builder: Builder) -> None:
 
 
 def list_models() -> list[str]:
+    """Names of the registered architectures (``spikeforge models`` prints them)."""
     return MODELS.names()
 
 
@@ -37,11 +38,16 @@ def build_model(spec: ModelSpec, snn: SNNConfig | None = None) -> TwinNet:
 
 
 def create_model(name: str, *, spiking: bool = False, snn: SNNConfig | dict | None = None, **spec_kwargs) -> TwinNet:
-    """``create_model("vgg16", num_classes=10, in_channels=3, input_size=32, spiking=True, timesteps=5)``.
+    """``create_model("vgg16", num_classes=10, in_channels=3, input_size=32, mean=[...], std=[...], spiking=True,
+    timesteps=5)`` with every size explicit (:func:`spikeforge.create_model` fills them from ``dataset=``).
 
     Keyword arguments that are :class:`SNNConfig` fields (``timesteps``, ``encoding``, ``leak`` ...) and ``snn``
     configure the spiking twin and need ``spiking=True``; the rest are :class:`ModelSpec` fields.
     """
+    if "dataset" in spec_kwargs:
+        raise ConfigError(f"create_model({name!r}, dataset=...): the dataset-aware factory is spikeforge.create_model "
+                          "(from spikeforge import create_model); spikeforge.models.create_model takes explicit "
+                          "num_classes, in_channels, input_size, mean and std")
     snn_fields = set(SNNConfig.__dataclass_fields__)
     snn_kwargs = {k: spec_kwargs.pop(k) for k in list(spec_kwargs) if k in snn_fields}
     if not spiking and (snn is not None or snn_kwargs):

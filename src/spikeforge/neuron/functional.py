@@ -34,6 +34,8 @@ the kernels are called as torch custom ops, so the neuron traces into the graph 
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from typing import NamedTuple
 
@@ -366,7 +368,14 @@ def _kernel_layout(currents, threshold, leak, surrogate, order="integrate-fire",
         return None, None
     config = (backend, str(currents.device), order, reset, surrogate.kernel_spec(), currents.dtype, threshold.dtype,
               threshold.dim() > 0 or leak.dim() > 0)
-    return (backend, layout) if _trusted(config, surrogate) else (None, None)
+    return (backend, layout) if _trusted(config, _surrogate_key(surrogate)) else (None, None)
+
+
+def _surrogate_key(surrogate: Surrogate) -> tuple:
+    """``(class, field values)``: a surrogate as plain constants. torch.compile cannot pass a frozen-dataclass
+    instance into an ``assume_constant_result`` function (torch 2.11 raises "can't reconstruct arbitrary frozen
+    dataclass instances"; seen on an H200 run), but it can pass a class and numbers."""
+    return (type(surrogate), tuple(getattr(surrogate, f.name) for f in dataclasses.fields(surrogate)))
 
 
 # The functions below are evaluated once at trace time by torch.compile (their result is a constant of the
@@ -388,12 +397,13 @@ def _triton_ready(device: torch.device) -> bool:
 
 
 @torch.compiler.assume_constant_result
-def _trusted(config: tuple, surrogate: Surrogate) -> bool:
+def _trusted(config: tuple, surrogate_key: tuple) -> bool:
     """Whether the kernel configuration ``config`` (the fields of :class:`~spikeforge.kernels.selfcheck.KernelConfig`;
     a plain tuple, which torch.compile passes through as a constant) may use its kernel: the self-check ran (now, the
     first time) and passed."""
     key = selfcheck.KernelConfig(*config)
-    return selfcheck.verified(key, lambda: _selfcheck(key, surrogate))
+    cls, values = surrogate_key
+    return selfcheck.verified(key, lambda: _selfcheck(key, cls(*values)))
 
 
 def _selfcheck(config: selfcheck.KernelConfig, surrogate: Surrogate) -> str | None:

@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 
 from spikeforge.analysis.energy import PJ, PRESETS, count_ops, energy_from_counts, energy_table, get_costs
-from spikeforge.app.common import DEVICE_HELP, add_data_options, check_min, load_for_eval
+from spikeforge.app.common import (DEVICE_HELP, add_data_options, check_float, check_min, check_output_file,
+                                   load_for_eval)
 from spikeforge.utils import atomic_write_json
 
 JSON_FILE = "energy.json"
@@ -17,6 +18,9 @@ def cmd_energy(args) -> int:
     """Load a checkpoint, count on its test set, print the table, write the JSON."""
     check_min("--batches", args.batches)
     check_min("--timesteps", args.timesteps)
+    check_min("--batch-size", args.batch_size)
+    check_float("--e-mem", args.e_mem, ge=0)
+    check_output_file("--json", args.json)
     costs = get_costs(args.preset, None if args.e_mem is None else args.e_mem * PJ)
     ev = load_for_eval(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
                        device=args.device, timesteps=args.timesteps)

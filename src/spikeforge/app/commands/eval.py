@@ -1,10 +1,13 @@
-"""``spikeforge eval``: test accuracy of a checkpoint (SNN: at several T from one simulation)."""
+"""``spikeforge eval``: test accuracy of a checkpoint (SNN: at several T from one simulation).
+
+A run directory stands for its last finished stage (:func:`spikeforge.engine.checkpoint.last_finished_stage`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from spikeforge.app.common import DEVICE_HELP, add_data_options, check_min, load_for_eval
+from spikeforge.app.common import (DEVICE_HELP, add_data_options, check_float, check_min, check_output_file,
+                                   load_for_eval)
 from spikeforge.engine.train import accuracy_over_time, evaluate
 from spikeforge.errors import ConfigError
 from spikeforge.methods.bntt_exit import exit_time, gamma_profile
@@ -15,6 +18,9 @@ def cmd_eval(args) -> int:
     if args.timesteps:
         check_min("--timesteps", min(args.timesteps))
     check_min("--batches", args.batches)
+    check_min("--batch-size", args.batch_size)
+    check_float("--early-exit", args.early_exit)
+    check_output_file("--json", args.json)
     ev = load_for_eval(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
                        device=args.device)
     model, device = ev.model, ev.device
@@ -55,8 +61,10 @@ def _early_exit_steps(model, head: dict, threshold: float) -> list[int]:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("eval", help="evaluate a checkpoint (file or stage directory) on its test set")
-    p.add_argument("checkpoint")
+    p = subparsers.add_parser("eval", help="evaluate a checkpoint (file, stage directory, or run directory: its last "
+                                           "finished stage) on its test set")
+    p.add_argument("checkpoint", help="checkpoint file, stage directory, or run directory (evaluates the last stage, "
+                                      "in recipe order, whose model.pt and metrics.json are both written)")
     p.add_argument("--timesteps", type=int, nargs="+", help="SNN: accuracy at these T (one simulation)")
     add_data_options(p)
     p.add_argument("--batches", type=int, help="evaluate only this many test batches")

@@ -24,7 +24,7 @@ from spikeforge.analysis.common import finite_or_none
 from spikeforge.analysis.explain.maps import NORMALIZE, SAM, VARIANTS, GradCAM, default_layer, fgsm, pearson, \
     resolve_layer
 from spikeforge.analysis.explain.panels import overview_figure, sample_figure
-from spikeforge.app.common import DEVICE_HELP, add_data_options, check_min, load_model, load_test_data
+from spikeforge.app.common import DEVICE_HELP, add_data_options, check_float, check_min, load_model, load_test_data
 from spikeforge.engine.checkpoint import MODEL_FILE, resolve_checkpoint
 from spikeforge.errors import ConfigError
 from spikeforge.nn.encoders import PoissonEncoder
@@ -100,6 +100,7 @@ def _check_args(args) -> None:
     check_min("--start", args.start, 0)
     check_min("--timesteps", args.timesteps)
     check_min("--max-panels", args.max_panels)
+    check_float("--gamma", args.gamma, gt=0)
     if args.attack and args.eps is None:
         raise ConfigError("--attack fgsm needs --eps E (attack strength on [0, 1] pixels, e.g. 0.1 for MNIST)")
     if args.eps is not None and not args.attack:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from spikeforge.app.common import check_float, check_output_file
 from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from spikeforge.errors import ConfigError
 from spikeforge.export import InexactExportWarning, card_paths, to_onnx, write_nir
@@ -83,10 +84,14 @@ def _write_onnx(model, out: Path, args, card: bool, head: dict, path: Path) -> N
 def export_cli(args) -> int:
     """``spikeforge export``: load the checkpoint, write the file and its card, print what was written."""
     fmt = _format(args)
+    check_float("--dt", args.dt, gt=0)
     path = resolve_checkpoint(args.checkpoint)
     model, head = load_checkpoint(path)
     model.eval()
     out = Path(args.out) if args.out else path.parent / f"model.{fmt}"
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name, e.g. {out / f'model.{fmt}'}")
+    check_output_file("--out", out)
     card = not args.no_card
     writer = _write_nir if fmt == "nir" else _write_onnx
     writer(model, out, args, card, head, path)

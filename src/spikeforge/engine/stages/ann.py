@@ -20,6 +20,7 @@ class AnnStageConfig(TrainStageConfig):
 @STAGES.register("ann")
 class AnnStage(Stage):
     Config = AnnStageConfig
+    recipe_sections = ("model", "data", "seed")  # the recipe's snn section does not touch the ANN
 
     def run(self, ctx: Context) -> dict:
         cfg, r = self.cfg, ctx.recipe

@@ -79,6 +79,11 @@ class AttackStage(Stage):
 
     Config = AttackStageConfig
 
+    @classmethod
+    def inputs(cls, cfg) -> list[str]:
+        bb = getattr(cfg, "black_box", None)
+        return [bb] if bb else []
+
     def run(self, ctx: Context) -> dict:
         cfg, t0 = self.cfg, time.time()
         model, _ = self.load_previous(ctx)

@@ -24,15 +24,14 @@ from pydantic.json_schema import WithJsonSchema
 from tqdm.auto import tqdm
 
 from spikeforge.config import NonNegInt, PosInt, config, from_dict, json_schema
-from spikeforge.engine.checkpoint import MODEL_FILE, RESUME_FILE, atomic_write_json, load_checkpoint, save_checkpoint
+from spikeforge.engine.checkpoint import (METRICS_FILE, MODEL_FILE, RESUME_FILE, atomic_write_json, load_checkpoint,
+                                         save_checkpoint)
 from spikeforge.engine.distributed import barrier
 from spikeforge.engine.distributed import info as dist_info
 from spikeforge.engine.train import OptimConfig
 from spikeforge.errors import ConfigError
 from spikeforge.models import SNNConfig, TwinNet
 from spikeforge.registry import Registry
-
-METRICS_FILE = "metrics.json"
 
 
 def keys_of(cls, *, drop: tuple[str, ...] = ()) -> Any:
@@ -128,6 +127,7 @@ class Context:
     data: Any
     device: torch.device
     progress: bool = True
+    fingerprint: str | None = None  # the stage's fingerprint (spikeforge.engine.stages.records)
 
     def log(self, msg: str) -> None:
         if self.progress:
@@ -141,6 +141,9 @@ class Stage:
     """One kind of stage (see the module docstring). Subclasses set ``Config`` and implement :meth:`run`."""
 
     Config: ClassVar[type[StageConfig]] = StageConfig
+    #: The recipe sections whose values this kind's results depend on (part of its fingerprint, besides its own
+    #: keys, its position and its inputs).
+    recipe_sections: ClassVar[tuple[str, ...]] = ("model", "snn", "data", "seed")
 
     def __init__(self, cfg: StageConfig):
         self.cfg = cfg
@@ -150,15 +153,24 @@ class Stage:
         """The stage configs this recipe entry runs as (default: itself)."""
         return [cfg]
 
+    @classmethod
+    def inputs(cls, cfg) -> list[str]:
+        """Earlier stages whose results this stage reads besides its parent (``source``, else the stage before it);
+        a change to any of them invalidates this stage's result."""
+        return []
+
     def run(self, ctx: Context) -> dict:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared machinery
     def header(self, ctx: Context, extra: dict | None = None) -> dict:
-        """The checkpoint header: stage, kind, recipe, dataset and the stage's config."""
+        """The checkpoint header: stage, kind, recipe, dataset, the stage's config and fingerprint."""
         cfg = self.cfg
-        return {"stage": cfg.name, "kind": cfg.kind, "recipe": ctx.recipe.name, "dataset": ctx.recipe.data.dataset,
-                "stage_config": dataclasses.asdict(cfg), **(extra or {})}
+        head = {"stage": cfg.name, "kind": cfg.kind, "recipe": ctx.recipe.name, "dataset": ctx.recipe.data.dataset,
+                "stage_config": dataclasses.asdict(cfg)}
+        if ctx.fingerprint:
+            head["fingerprint"] = ctx.fingerprint
+        return {**head, **(extra or {})}
 
     def load_previous(self, ctx: Context) -> tuple[TwinNet, dict]:
         if ctx.previous is None:

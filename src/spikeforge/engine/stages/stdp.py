@@ -124,10 +124,23 @@ def load_stdp(path: str | Path) -> tuple[DiehlCook, dict]:
     data = load_raw(path)  # clear errors for missing / corrupt / foreign files
     if not isinstance(data.get("header"), dict) or data["header"].get("kind") != "stdp":
         raise CheckpointError(f"{path} is a spikeforge checkpoint but not of an stdp stage")
-    net = DiehlCook(NetConfig.from_dict(data["header"]["net"]))
+    try:
+        cfg = NetConfig.from_dict(data["header"].get("net"))
+    except ConfigError as exc:
+        raise CheckpointError(f"{path} has an invalid network description: {exc}") from None
     state = dict(data["state_dict"])
+    with torch.device("meta"):  # the sizes the header describes, checked before anything is allocated
+        expected = {k: tuple(v.shape) for k, v in DiehlCook(cfg).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if any(got.get(k, v) != v for k, v in expected.items()) or "W" not in got:
+        raise CheckpointError(f"{path} does not match its network description (n_input {cfg.n_input}, n_neurons "
+                              f"{cfg.n_neurons}; the file holds W of shape {got.get('W')})")
+    net = DiehlCook(cfg)
     state.setdefault("norm_target", net.norm_target.clone())  # files written before pruning kept the mass
-    net.load_state_dict(state)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not match its network description: {exc}") from None
     return net, data["header"]
 
 
@@ -147,6 +160,11 @@ class _Progress:
 @STAGES.register("stdp")
 class StdpStage(Stage):
     Config = StdpStageConfig
+
+    @classmethod
+    def inputs(cls, cfg) -> list[str]:
+        other = getattr(cfg, "compare", None)
+        return [other] if other else []
 
     def header_metrics(self, metrics: dict) -> dict:
         return {k: v for k, v in metrics.items() if k not in ("hardware", "sweep")}
