@@ -26,7 +26,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, Union, get_type_hints
+from typing import Annotated, Any, Literal, Union, get_type_hints
 
 import yaml
 from pydantic import ConfigDict, Field, create_model
@@ -52,6 +52,7 @@ class RecipeKeys:
     description: str | None = None
     seed: Seed = 0
     device: Device = "auto"
+    log: Literal["none", "tensorboard"] = "none"
 
 
 def parse_stage(raw: Any, index: int) -> list[StageConfig]:
@@ -83,12 +84,13 @@ class Recipe:
     snn: SNNConfig
     stages: list[StageConfig]
     source: dict
+    log: str = "none"  # experiment logging (spikeforge.engine.tensorboard); not part of any fingerprint
 
     def stage_dicts(self) -> list[dict]:
         return [dataclasses.asdict(s) for s in self.stages]
 
 
-TOP_KEYS = {"name", "description", "seed", "device", "data", "model", "snn", "stages"}
+TOP_KEYS = {"name", "description", "seed", "device", "log", "data", "model", "snn", "stages"}
 
 
 def apply_overrides(raw: dict, sets: list[str]) -> dict:
@@ -143,7 +145,7 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
     for key in ("data", "model", "stages"):
         if key not in raw:
             raise ConfigError(f"{where} has no '{key}' section")
-    head = {k: raw[k] for k in ("name", "description", "seed", "device") if k in raw}
+    head = {k: raw[k] for k in ("name", "description", "seed", "device", "log") if k in raw}
     if "name" in head:
         head["name"] = str(head["name"])
     keys = from_dict(RecipeKeys, head, "recipe")
@@ -156,7 +158,7 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
         raise ConfigError("stages must be a non-empty list")
     stages: list[StageConfig] = [cfg for i, st in enumerate(raw["stages"]) for cfg in parse_stage(st, i)]
     _check_stage_links(stages)
-    return Recipe(keys.name, keys.seed, keys.device, data, model, snn, stages, raw)
+    return Recipe(keys.name, keys.seed, keys.device, data, model, snn, stages, raw, keys.log)
 
 
 def _model_section(raw: Any, data: DataConfig) -> ModelSpec:

@@ -189,11 +189,13 @@ class _Epoch:
 def fit(model: TwinNet, data, cfg: OptimConfig, *, epochs: int, stage_dir: Path, device: torch.device, seed: int = 0,
         stage_index: int = 0, header: dict | None = None, max_batches: int | None = None,
         eval_batches: int | None = None, eval_every: int = 1, amp: bool = False, progress: bool = True,
-        desc: str = "train", on_epoch_end: Callable[[int, dict], None] | None = None) -> FitResult:
+        desc: str = "train", on_epoch_end: Callable[[int, dict, dict], None] | None = None) -> FitResult:
     """Train ``model`` for ``epochs`` epochs on ``data.train``, evaluating on ``data.test`` after every
     ``eval_every``-th epoch (0: none) and always after the last one (skipped epochs record ``test_acc: None``).
 
     Resumes from ``stage_dir/last.pt`` when it exists (the epoch count, optimizer and scheduler come back).
+    ``on_epoch_end(epoch, record, layer_rates)`` is called after each epoch with its history record and the training
+    spike rate of each layer (experiment logging).
     """
     model.to(device)
     steps = len(data.train) if max_batches is None else min(len(data.train), max_batches)
@@ -229,7 +231,7 @@ def fit(model: TwinNet, data, cfg: OptimConfig, *, epochs: int, stage_dir: Path,
             save_checkpoint(resume, model, header, train_state)
         barrier()
         if on_epoch_end:
-            on_epoch_end(epoch, rec)
+            on_epoch_end(epoch, rec, mon.rates() if mon.layers else {})
     if ev is None:  # resumed after the last epoch had already been saved
         ev = evaluate(model, data.test, device, max_batches=eval_batches, progress=progress, desc="test")
     return FitResult(history, seconds, start, ev)

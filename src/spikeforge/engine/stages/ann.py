@@ -28,6 +28,6 @@ class AnnStage(Stage):
         res = fit(model, ctx.data, cfg.optim(), epochs=cfg.epochs, stage_dir=ctx.stage_dir, device=ctx.device,
                   seed=r.seed, stage_index=ctx.index, header=self.header(ctx), max_batches=cfg.max_batches,
                   eval_batches=cfg.eval_batches, eval_every=cfg.eval_every, amp=cfg.amp, progress=ctx.progress,
-                  desc=cfg.name)
+                  desc=cfg.name, on_epoch_end=ctx.epoch_hook(cfg.name, model))
         return self.finish(ctx, model, {"test_acc": res.final_eval["acc"], "epochs": cfg.epochs,
                                         "seconds": res.seconds, "history": res.history})

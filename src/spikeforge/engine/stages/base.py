@@ -128,6 +128,11 @@ class Context:
     device: torch.device
     progress: bool = True
     fingerprint: str | None = None  # the stage's fingerprint (spikeforge.engine.stages.records)
+    logger: Any = None  # the run's experiment logger (spikeforge.engine.tensorboard), or None
+
+    def epoch_hook(self, stage: str, model: Any):
+        """``fit``'s ``on_epoch_end`` for the run's logger (None when the recipe logs nothing)."""
+        return self.logger.epoch_hook(stage, model) if self.logger is not None else None
 
     def log(self, msg: str) -> None:
         if self.progress:
@@ -192,6 +197,8 @@ class Stage:
             head = {**(header if header is not None else self.header(ctx)), "metrics": self.header_metrics(metrics)}
             save_checkpoint(ctx.stage_dir / MODEL_FILE, model, head)
             atomic_write_json(ctx.stage_dir / METRICS_FILE, metrics)
+            if ctx.logger is not None:
+                ctx.logger.stage_end(cfg.name, metrics)
             resume = ctx.stage_dir / RESUME_FILE
             if resume.exists():
                 resume.unlink()

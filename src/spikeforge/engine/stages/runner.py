@@ -37,6 +37,7 @@ from spikeforge.engine.checkpoint import MODEL_FILE, RESUME_FILE, atomic_write_j
 from spikeforge.engine.distributed import barrier, local_batch_size
 from spikeforge.engine.distributed import info as dist_info
 from spikeforge.engine.lock import RunLock
+from spikeforge.engine.tensorboard import make_logger
 from spikeforge.engine.stages.base import METRICS_FILE, STAGES, Context, StageConfig, light
 from spikeforge.engine.stages.records import (RECORD_FILE, LegacyRecords, Record, RecordError, differences,
                                               fingerprint, read_record, stage_config, stage_inputs, write_record)
@@ -233,13 +234,19 @@ def run(recipe, out_dir: Path, *, device: torch.device, data=None, progress: boo
         barrier()  # under torchrun the other ranks plan from the prepared directory
         steps = plan_run(recipe, out_dir, restart)
         barrier()
-        summary = _run_steps(recipe, out_dir, steps, data, device, progress, on_stage_end)
+        logger = make_logger(getattr(recipe, "log", "none"), out_dir) if main else None
+        try:
+            summary = _run_steps(recipe, out_dir, steps, data, device, progress, on_stage_end, logger)
+        finally:
+            if logger is not None:
+                logger.close()
         if on_run_end is not None and main:
             on_run_end(out_dir, summary)
         return summary
 
 
-def _run_steps(recipe, out_dir: Path, steps: list[Step], data, device, progress: bool, on_stage_end) -> dict:
+def _run_steps(recipe, out_dir: Path, steps: list[Step], data, device, progress: bool, on_stage_end,
+               logger=None) -> dict:
     main = dist_info().is_main
     previous, previous_metrics = None, None
     done: dict[str, tuple[Path, dict]] = {}
@@ -256,7 +263,7 @@ def _run_steps(recipe, out_dir: Path, steps: list[Step], data, device, progress:
                            + (f" (test acc {acc:.4f})" if isinstance(acc, (int, float)) else "") + "; skipping")
         else:
             ctx = Context(recipe, out_dir, sdir, step.index, previous, previous_metrics, data, device,
-                          progress and main, step.record.fingerprint)
+                          progress and main, step.record.fingerprint, logger)
             metrics = _run_stage(step, ctx)
             if main:
                 write_summary(recipe, out_dir)

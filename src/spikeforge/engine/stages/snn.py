@@ -95,7 +95,7 @@ def train_snn(stage: Stage, ctx: Context) -> tuple[TwinNet, dict]:
     res = fit(model, ctx.data, cfg.optim(), epochs=cfg.epochs, stage_dir=ctx.stage_dir, device=ctx.device,
               seed=ctx.recipe.seed, stage_index=ctx.index, header=stage.header(ctx), max_batches=cfg.max_batches,
               eval_batches=cfg.eval_batches, eval_every=cfg.eval_every, amp=cfg.amp, progress=ctx.progress,
-              desc=f"{cfg.name} T={model.timesteps}")
+              desc=f"{cfg.name} T={model.timesteps}", on_epoch_end=ctx.epoch_hook(cfg.name, model))
     ev = res.final_eval
     metrics = {"kind": "iir" if cfg.parent else "snn", "test_acc": ev["acc"], "epochs": cfg.epochs,
                "seconds": res.seconds, "spike_rate": ev.get("spike_rate"), "encoding": model.snn.encoding,
