@@ -7,6 +7,7 @@ from spikeforge.nn.encoders import PoissonEncoder
 from spikeforge.errors import ConfigError, ShapeError
 from spikeforge.nn.layers import SpikingDropout
 from spikeforge.models import SNNConfig, create_model, list_models
+from spikeforge.analysis.attacks import FGSM
 from spikeforge.analysis.monitor import SpikeMonitor
 
 SMALL = dict(num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[32])
@@ -41,7 +42,7 @@ def test_full_size_variants_build():
 
 def test_bad_inputs_give_clear_errors():
     m = create_model("vgg5", **SMALL)
-    with pytest.raises(ShapeError, match=r"\[B, 1, H, W\]"):
+    with pytest.raises(ShapeError, match=r"\[B, 1, 28, 28\]"):
         m(torch.rand(2, 3, 28, 28))
     with pytest.raises(ConfigError, match="unknown architecture"):
         create_model("vgg99")
@@ -222,3 +223,35 @@ def test_registries_and_lazy_root_package():
             "assert sf.create_model is sf.presets.create_model and sf.__version__ and 'workflow' in sf.__doc__")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+# -- the model boundary (bad input gets one clear error, or the documented right thing) ---------------------------
+def _boundary_model():
+    return create_model("vgg4", num_classes=10, in_channels=1, input_size=28, width=0.125, hidden=[16],
+                        spiking=True, timesteps=2)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda: torch.zeros(2, 1, 28, 28, dtype=torch.uint8), r"floating-point .* x.float\(\) / 255"),
+    (lambda: torch.full((2, 1, 28, 28), float("nan")), "NaN or infinite"),
+    (lambda: torch.full((2, 1, 28, 28), float("inf")), "NaN or infinite"),
+    (lambda: torch.zeros(2, 1, 32, 32), r"expects images \[B, 1, 28, 28\]"),
+    (lambda: torch.zeros(2, 3, 28, 28), r"expects images \[B, 1, 28, 28\]"),
+    (lambda: torch.zeros(1, 28, 28), r"got shape \(1, 28, 28\)"),
+])
+def test_model_boundary_refuses_bad_images(bad, match):
+    for model in (_boundary_model(), create_model("vgg4", num_classes=10, in_channels=1, input_size=28, width=0.125,
+                                                  hidden=[16])):
+        with pytest.raises(ShapeError, match=match):
+            model(bad())
+
+
+def test_model_boundary_casts_float64_to_the_model_dtype():
+    model = _boundary_model().eval()
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(model(x.double()), model(x))
+
+
+def test_attack_refuses_labels_out_of_range():
+    with pytest.raises(ConfigError, match=r"labels must lie in \[0, 9\]"):
+        FGSM(_boundary_model(), eps=0.1)(torch.rand(2, 1, 28, 28), torch.tensor([3, 12]))

@@ -371,3 +371,27 @@ def test_load_extension_warns_once_and_falls_back(monkeypatch, tmp_path):
     assert calls[0]["name"] == "spikeforge_test_broken" + native_arch()[0]
     monkeypatch.setenv("SPIKEFORGE_NO_CPP", "1")
     assert load_extension("spikeforge_test_other", src, ["f"], native=False) is None and len(calls) == 1
+
+
+def test_double_keeps_exact_initial_parameters():
+    """``.double()`` gives theta = 0.8 exactly (not the float32 0.800000011920929); trained values convert as usual."""
+    n = SpikingNeuron(0.8, 0.9, channels=3).double()
+    assert n.threshold.dtype == torch.float64 and n.threshold.tolist() == [0.8, 0.8, 0.8]
+    assert n.leak.tolist() == [0.9, 0.9, 0.9]
+    m = SpikingNeuron(0.8, 0.9)
+    with torch.no_grad():
+        m.threshold.fill_(0.7)
+    assert m.double().threshold.item() == torch.tensor(0.7, dtype=torch.float32).double().item()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_unused_gradients_are_zero_on_both_paths(fused):
+    """T = 1 with fire-then-integrate: the spike does not depend on the input; both paths give zero gradients
+    (the per-step reference used to raise autograd's "not used in the graph")."""
+    x = torch.rand(1, 4, requires_grad=True)
+    th = torch.tensor(0.5, requires_grad=True)
+    lk = torch.tensor(0.9, requires_grad=True)
+    n = SpikingNeuron(0.5, 0.9, order="fire-integrate", fused=fused)
+    s = (F.multistep if fused else F.multistep_reference)(x, th, lk, surrogate=n.surrogate, order="fire-integrate")
+    grads = torch.autograd.grad(s.sum(), [x, th, lk])
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)

@@ -93,10 +93,26 @@ class TwinNet(nn.Module):
         return Readout(self.snn.readout) if self.spiking else nn.Identity()
 
     # -- running ---------------------------------------------------------------------------------------------
-    def _check_input(self, x: torch.Tensor) -> None:
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The model boundary: images ``[B, C, H, W]`` with the spec's channels and size, a floating dtype (cast to
+        the model's parameter dtype), values finite. Integer images (``uint8`` 0-255) are refused, not rescaled:
+        scale them to ``[0, 1]`` first (``x.float() / 255``). One :class:`ShapeError` naming what was expected."""
         s = self.spec
-        if x.dim() != 4 or x.shape[1] != s.in_channels:
-            raise ShapeError(f"{s.arch} expects images [B, {s.in_channels}, H, W] in [0, 1]; got shape {tuple(x.shape)}")
+        want = f"images [B, {s.in_channels}, {s.input_size}, {s.input_size}] in [0, 1]"
+        if not isinstance(x, torch.Tensor):
+            raise ShapeError(f"{s.arch} expects a tensor of {want}; got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != s.in_channels or tuple(x.shape[2:]) != (s.input_size, s.input_size):
+            raise ShapeError(f"{s.arch} expects {want}; got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ShapeError(f"{s.arch} expects floating-point {want}; got dtype {x.dtype} (scale integer images "
+                             "first, e.g. x.float() / 255)")
+        param = next(self.parameters(), None)
+        if param is not None and param.is_floating_point() and x.dtype != param.dtype \
+                and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(param.dtype)
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+            raise ShapeError(f"{s.arch} input holds NaN or infinite values; expected {want}")
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, K]`` for images ``x`` ``[B, C, H, W]`` in ``[0, 1]`` (the SNN runs :attr:`timesteps` steps).
@@ -128,7 +144,7 @@ class TwinNet(nn.Module):
         return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        x = self._check_input(x)
         x = self.normalize(x)
         if not self.spiking:
             for name in self.sequence_names:
@@ -241,7 +257,7 @@ class TwinNet(nn.Module):
         if not self.spiking:
             raise AttributeError("forward_cumulative needs an SNN")
         if not normalized:
-            self._check_input(x)
+            x = self._check_input(x)
             x = self.normalize(x)
         points = sorted({int(c) for c in checkpoints})
         if not points or points[0] < 1:

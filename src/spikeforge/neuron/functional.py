@@ -133,13 +133,20 @@ def multistep_reference(
     order: str = "integrate-fire",
     reset: str = "soft",
 ) -> torch.Tensor:
-    """Plain per-step loop over ``currents`` ``[T, B, ...]`` from zero state; returns spikes ``[T, B, ...]``."""
+    """Plain per-step loop over ``currents`` ``[T, B, ...]`` from zero state; returns spikes ``[T, B, ...]``.
+
+    Inputs the spikes do not depend on (at T = 1 with fire-then-integrate the only spike is fired before any input
+    arrives) get a zero gradient, as in the fused path, instead of autograd's "not used in the graph" error."""
     state = initial_state(currents[0], surrogate)
     out = []
     for t in range(currents.shape[0]):
         s, state = step(currents[t], state, threshold, leak, t, surrogate=surrogate, order=order, reset=reset)
         out.append(s)
-    return torch.stack(out)
+    spikes = torch.stack(out)
+    unused = [x for x in (currents, threshold, leak) if x.requires_grad]
+    if unused and torch.is_grad_enabled():
+        spikes = spikes + sum(x.sum() for x in unused) * 0.0  # a zero-valued edge to every input
+    return spikes
 
 
 def time_since_last_spike(spikes: torch.Tensor) -> torch.Tensor:

@@ -63,12 +63,26 @@ class SpikingNeuron(nn.Module):
         self.channels = channels
         self.threshold = nn.Parameter(torch.full(shape, float(threshold)), requires_grad=learn_threshold)
         self.leak = nn.Parameter(torch.full(shape, float(leak)), requires_grad=learn_leak)
+        self._init_values = {"threshold": float(threshold), "leak": float(leak)}
         self.surrogate = get_surrogate(surrogate)
         self.order = order
         self.reset = reset
         self.fused = fused
         self._stream: dict | None = None
         self._carry: dict | None = None
+
+    def _apply(self, fn, recurse=True):
+        """``.double()`` and other dtype moves keep the exact constructor values (0.8 stays 0.8, not the float32
+        0.800000011920929) for a threshold or leak still at its initial value; trained values convert as usual."""
+        before = {k: getattr(self, k).detach().clone() for k in self._init_values}
+        result = super()._apply(fn, recurse)
+        for name, value in self._init_values.items():
+            p, old = getattr(self, name), before[name]
+            untouched = bool((old == torch.tensor(value, dtype=old.dtype)).all())
+            if p.dtype != old.dtype and p.is_floating_point() and untouched:
+                with torch.no_grad():
+                    p.fill_(value)
+        return result
 
     def start_stream(self) -> None:
         """Keep the membrane state between calls (for chunked evaluation of long ``T``) until :meth:`stop_stream`."""

@@ -181,6 +181,10 @@ class Attack:
         labels = torch.as_tensor(labels, device=images.device)
         if labels.dim() != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point():
             raise ShapeError(f"{self.name} expects integer labels [{images.shape[0]}]; got {tuple(labels.shape)}")
+        classes = getattr(getattr(self.model, "spec", None), "num_classes", None)
+        if classes and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+            raise ConfigError(f"{self.name}: labels must lie in [0, {classes - 1}] for this {classes}-class model; got "
+                              f"values in [{int(labels.min())}, {int(labels.max())}]")
         if images.numel() and (float(images.min()) < 0.0 or float(images.max()) > 1.0):
             raise ConfigError(f"{self.name} expects images in [0, 1] (the model normalizes inside); got values in "
                               f"[{float(images.min()):.3g}, {float(images.max()):.3g}]")
