@@ -31,11 +31,12 @@ def test_run_writes_tensorboard_scalars(tmp_path):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     for tag in ("ann/train_loss", "ann/train_acc", "ann/test_acc", "ann/lr", "ann/final/test_acc",
-                "diet/train_loss", "diet/train_spike_rate", "diet/threshold/0", "diet/leak/0",
+                "diet/train_loss", "diet/train_spike_rate", "diet/threshold/0", "diet/leak/0", "diet/energy_ratio",
                 "diet/final/test_acc", "diet/final/energy_ratio"):
         assert tag in tags, (tag, sorted(tags))
     assert any(t.startswith("diet/spike_rate/") for t in tags)  # one series per spiking layer
     assert [e.step for e in acc.Scalars("ann/train_loss")] == [1, 2]  # one point per epoch
+    assert all(e.value > 0 for e in acc.Scalars("diet/energy_ratio"))
     final = acc.Scalars("diet/final/test_acc")[0].value
     assert final == pytest.approx(json.loads((out / "diet" / "metrics.json").read_text())["test_acc"], abs=1e-6)
 

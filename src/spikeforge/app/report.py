@@ -23,10 +23,10 @@ import datetime as _dt
 import html
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from spikeforge.analysis.common import finite_or_none
 from spikeforge.errors import ConfigError
 from spikeforge import utils
 
@@ -73,26 +73,16 @@ def load_run(out_dir: str | Path, summary: dict | None = None) -> dict:
     return {"recipe": summary.get("recipe") or out_dir.name, "stages": stages}
 
 
-def _num(v) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _rates(st: dict) -> dict[str, float]:
     sr = st.get("spike_rate")
     if not isinstance(sr, dict):
         return {}
-    return {str(k): float(v) for k, v in sr.items() if k != "mean" and _num(v) is not None}
+    return {str(k): float(v) for k, v in sr.items() if k != "mean" and finite_or_none(v) is not None}
 
 
 def _mean_rate(st: dict) -> float | None:
     sr = st.get("spike_rate")
-    return _num(sr.get("mean")) if isinstance(sr, dict) else None
+    return finite_or_none(sr.get("mean")) if isinstance(sr, dict) else None
 
 
 def _energy(st: dict) -> dict | None:
@@ -103,9 +93,9 @@ def _energy(st: dict) -> dict | None:
 
 
 def _ratios(st: dict) -> tuple[float | None, float | None]:
-    r1, r2 = _num(st.get("energy_ratio")), _num(st.get("energy_ratio_with_memory"))
+    r1, r2 = finite_or_none(st.get("energy_ratio")), finite_or_none(st.get("energy_ratio_with_memory"))
     if r1 is None and (en := st.get("energy")) and isinstance(en, dict):
-        r1, r2 = _num(en.get("energy_ratio")), _num(en.get("energy_ratio_with_memory"))
+        r1, r2 = finite_or_none(en.get("energy_ratio")), finite_or_none(en.get("energy_ratio_with_memory"))
     return r1, r2
 
 
@@ -153,8 +143,8 @@ def plot_accuracy(stages: list[dict]) -> bytes | None:
     """Accuracy vs timesteps: curves (acc_vs_timesteps), trained SNN stages as points, ANN accuracy as a line."""
     curves = [(st, _curve(st)) for st in stages]
     curves = [(st, c) for st, c in curves if c]
-    points = [st for st in stages if st.get("kind") != "ann" and _num(st.get("timesteps")) is not None
-              and _num(st.get("test_acc")) is not None]
+    points = [st for st in stages if st.get("kind") != "ann" and finite_or_none(st.get("timesteps")) is not None
+              and finite_or_none(st.get("test_acc")) is not None]
     if not curves and not points:
         return None
     fig = _figure(8, 4.8)
@@ -175,7 +165,7 @@ def plot_accuracy(stages: list[dict]) -> bytes | None:
                 label=f"{st.get('stage')} ({st.get('kind')}, T={t}): {a:.2f}%")
         ax.annotate(str(st.get("stage")), (t, a), textcoords="offset points", xytext=(6, 6), fontsize=8)
     for st in stages:
-        if st.get("kind") == "ann" and _num(st.get("test_acc")) is not None:
+        if st.get("kind") == "ann" and finite_or_none(st.get("test_acc")) is not None:
             a = 100 * float(st["test_acc"])
             ax.axhline(a, ls="--", color="gray", lw=1.2, label=f"ANN {st.get('stage')}: {a:.2f}%")
     if all_t and max(all_t) / max(min(all_t), 1) >= 20:
@@ -233,7 +223,7 @@ def plot_energy(stages: list[dict]) -> bytes | None:
             name = str(rec.get("name"))
             if name not in layers:
                 layers.append(name)
-            if name not in ann and _num(rec.get("e_ann")) is not None:
+            if name not in ann and finite_or_none(rec.get("e_ann")) is not None:
                 ann[name] = float(rec["e_ann"])
     n, k = len(layers), len(with_energy) + 1
     fig = _figure(min(max(7.0, 0.5 * n * max(1, k) ** 0.5 + 2), 16), 5.0)
@@ -247,8 +237,8 @@ def plot_energy(stages: list[dict]) -> bytes | None:
     for j, st in enumerate(with_energy, start=1):
         color = color_of[id(st)]
         recs = {str(r.get("name")): r for r in _energy(st)["layers"]}
-        comp = [(_num(recs.get(name, {}).get("e_snn")) or 0.0) * uj for name in layers]
-        mem = [(_num(recs.get(name, {}).get("e_mem")) or 0.0) * uj for name in layers]
+        comp = [(finite_or_none(recs.get(name, {}).get("e_snn")) or 0.0) * uj for name in layers]
+        mem = [(finite_or_none(recs.get(name, {}).get("e_mem")) or 0.0) * uj for name in layers]
         xs = [i - 0.4 + width * (j + 0.5) for i in range(n)]
         ratio, _ = _ratios(st)
         label = f"SNN {st.get('stage')} (T={st.get('timesteps')})" + (f", ANN/SNN {ratio:.1f}x" if ratio else "")
@@ -274,7 +264,7 @@ def plot_energy(stages: list[dict]) -> bytes | None:
 
 
 def _fmt_time(s) -> str:
-    s = _num(s)
+    s = finite_or_none(s)
     if s is None:
         return "-"
     if s < 60:
@@ -285,12 +275,12 @@ def _fmt_time(s) -> str:
 
 
 def _fmt(v, spec: str, suffix: str = "") -> str:
-    v = _num(v)
+    v = finite_or_none(v)
     return "-" if v is None else f"{v:{spec}}{suffix}"
 
 
 def _joules(v) -> str:
-    v = _num(v)
+    v = finite_or_none(v)
     if v is None:
         return "-"
     for div, suf in ((1.0, "J"), (1e-3, "mJ"), (1e-6, "&micro;J"), (1e-9, "nJ")):
@@ -300,7 +290,7 @@ def _joules(v) -> str:
 
 
 def _count(v) -> str:
-    v = _num(v)
+    v = finite_or_none(v)
     if v is None:
         return "-"
     for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -320,7 +310,7 @@ def _stage_rows(stages: list[dict]) -> list[list[str]]:
     for st in stages:
         r1, r2 = _ratios(st)
         ratio = "-" if r1 is None else f"{r1:.2f}&times;" + ("" if r2 is None else f" ({r2:.2f}&times; w/ mem.)")
-        acc = _fmt(_num(st.get("test_acc")) * 100 if _num(st.get("test_acc")) is not None else None, ".2f", "%")
+        acc = _fmt(finite_or_none(st.get("test_acc")) * 100 if finite_or_none(st.get("test_acc")) is not None else None, ".2f", "%")
         rows.append([html.escape(str(st.get("stage", "?"))), html.escape(str(st.get("kind", "?"))), acc,
                      "-" if st.get("timesteps") is None else html.escape(str(st.get("timesteps"))),
                      _fmt(_mean_rate(st), ".4f"), ratio, html.escape(str(st.get("epochs", "-"))),

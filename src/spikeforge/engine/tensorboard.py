@@ -2,8 +2,10 @@
 
 Per training epoch of every ``ann``/``snn``/``iir``/``bntt`` stage (tags ``<stage>/...``, step = epoch): training
 loss and accuracy, test accuracy and loss (epochs that were tested), learning rate, the mean spike rate and each
-layer's spike rate (spikes per neuron per inference), and each layer's mean threshold and leak. At the end of every
-stage: its test accuracy and the ANN/SNN energy ratio (``<stage>/final/...``). View with
+layer's spike rate (spikes per neuron per inference), each layer's mean threshold and leak and, for SNNs, the
+ANN/SNN energy ratio (from one test batch: :func:`~spikeforge.analysis.energy.stage_energy_metrics`, which leaves the
+model's mode and the random streams untouched). At the end of every stage: its test accuracy and the energy ratio
+(``<stage>/final/...``). View with
 ``tensorboard --logdir RUN_DIR/tensorboard``. TensorBoard is an optional extra (``pip install 'spikeforge[tensorboard]'``).
 Logging never changes what is computed: it is not part of a stage's fingerprint.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from spikeforge.analysis.energy import stage_energy_metrics
 from spikeforge.errors import ConfigError
 
 LOG_DIR = "tensorboard"
@@ -41,8 +44,9 @@ class TensorBoardLogger:
                 continue
             self.writer.add_scalar(f"{prefix}/{key}", float(v), step)
 
-    def epoch_hook(self, stage: str, model: Any) -> Callable[[int, dict, dict], None]:
-        """The ``on_epoch_end(epoch, record, layer_rates)`` callback of :func:`spikeforge.engine.train.fit`."""
+    def epoch_hook(self, stage: str, model: Any, loader=None, device=None) -> Callable[[int, dict, dict], None]:
+        """The ``on_epoch_end(epoch, record, layer_rates)`` callback of :func:`spikeforge.engine.train.fit`;
+        ``loader``/``device``: the test set the per-epoch energy ratio is estimated on (None: not logged)."""
 
         def hook(epoch: int, record: dict, layer_rates: dict) -> None:
             step = epoch + 1
@@ -51,6 +55,9 @@ class TensorBoardLogger:
             if getattr(model, "spiking", False):
                 self._scalars(f"{stage}/threshold", dict(enumerate(model.thresholds())), step)
                 self._scalars(f"{stage}/leak", dict(enumerate(model.leaks())), step)
+                if loader is not None:
+                    energy = stage_energy_metrics(model, loader, device, max_batches=1)
+                    self._scalars(stage, {"energy_ratio": energy["energy_ratio"]}, step)
             self.writer.flush()
 
         return hook

@@ -27,9 +27,8 @@ from spikeforge.engine.checkpoint import RESUME_FILE, load_raw, save_checkpoint
 from spikeforge.engine.distributed import all_reduce_sum, barrier, wrap
 from spikeforge.engine.distributed import info as dist_info
 from spikeforge.errors import ConfigError
-from spikeforge.models import TwinNet
+from spikeforge.models import TwinNet, param_groups
 
-GROUPS = ("weights", "threshold", "leak")
 Group = Literal["weights", "threshold", "leak"]
 #: The parameter groups that learn: a non-empty list of ``weights``, ``threshold``, ``leak``.
 TrainGroups = Annotated[list[Group], Field(min_length=1)]
@@ -65,32 +64,15 @@ class OptimConfig:
     train: TrainGroups = field(default_factory=lambda: ["weights"])
 
 
-def _group_of(name: str) -> str:
-    if name.endswith(".threshold"):
-        return "threshold"
-    if name.endswith(".leak"):
-        return "leak"
-    return "weights"
-
-
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Parameter groups by name (``*.threshold``, ``*.leak``, the rest are weights); frozen groups get no grad."""
-    groups: dict[str, list[nn.Parameter]] = {g: [] for g in GROUPS}
-    for name, p in model.named_parameters():
-        g = _group_of(name)
-        p.requires_grad_(g in cfg.train)
-        if g in cfg.train:
-            groups[g].append(p)
-    lrs = {"weights": cfg.lr, "threshold": cfg.threshold_lr or cfg.lr, "leak": cfg.leak_lr or cfg.lr}
-    param_groups = [
-        {"params": ps, "lr": lrs[g], "weight_decay": cfg.weight_decay if g == "weights" else 0.0, "name": g}
-        for g, ps in groups.items() if ps
-    ]
-    if not param_groups:
-        raise ConfigError(f"no parameters to train in groups {cfg.train} (an ANN has no threshold or leak)")
+    """The optimizer over :func:`spikeforge.models.param_groups` (``*.threshold``, ``*.leak``, the rest are weights;
+    groups not in ``cfg.train`` are frozen). The groups also keep thresholds positive and leaks in [0, 1] after every
+    step (:func:`spikeforge.models.auto_constrain`)."""
+    groups = param_groups(model, cfg.lr, threshold_lr=cfg.threshold_lr, leak_lr=cfg.leak_lr,
+                          weight_decay=cfg.weight_decay, train=cfg.train)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.Adam(param_groups, lr=cfg.lr, amsgrad=cfg.amsgrad)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.Adam(groups, lr=cfg.lr, amsgrad=cfg.amsgrad)
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, epochs: int, steps_per_epoch: int):
@@ -268,9 +250,7 @@ def _train_epoch(model, net, loader, opt, sched, cfg: OptimConfig, steps: int, d
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        sched.step()
-        if getattr(model, "spiking", False):
-            model.constrain_()
+        sched.step()  # thresholds and leaks were clamped back in range by the optimizer's step (param_groups)
         sums.loss_sum += float(loss.detach()) * y.numel()
         sums.correct += int((out.argmax(1) == y).sum())
         sums.seen += y.numel()

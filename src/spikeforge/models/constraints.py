@@ -7,7 +7,8 @@ at or below 0 fires without input. Every neuron of a :class:`~spikeforge.models.
 (and of any module passed to :func:`auto_constrain` or :func:`param_groups`) is registered here; after **every** step
 of **any** ``torch.optim`` optimizer that holds its threshold or leak, the neuron's ``constrain_()`` clamps them back
 (a global ``torch.optim`` step post-hook). The clamp is idempotent and a no-op for values already in range, so a loop
-that also calls ``model.constrain_()`` (the engine does) computes exactly what it did before.
+that also calls ``model.constrain_()`` computes exactly what it did before. The engine's optimizer is built from
+:func:`param_groups`, so it relies on this too.
 
 :func:`param_groups` builds the optimizer groups ``weights``, ``threshold`` and ``leak`` with their own learning
 rates (DIET-SNN trains thresholds and leaks with their own rates)::

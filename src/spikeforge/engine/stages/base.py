@@ -132,7 +132,9 @@ class Context:
 
     def epoch_hook(self, stage: str, model: Any):
         """``fit``'s ``on_epoch_end`` for the run's logger (None when the recipe logs nothing)."""
-        return self.logger.epoch_hook(stage, model) if self.logger is not None else None
+        if self.logger is None:
+            return None
+        return self.logger.epoch_hook(stage, model, self.data.test, self.device)
 
     def log(self, msg: str) -> None:
         if self.progress:
