@@ -417,3 +417,50 @@ def test_attack_stage_white_and_black_box(tiny_run, tmp_path):
         parse_recipe(tiny(stages=[{"name": "rob", "kind": "attack", "black_box": "later"}]))
     with pytest.raises(ConfigError, match="eps"):
         parse_recipe(tiny(stages=[{"name": "a", "kind": "ann"}, {"name": "rob", "kind": "attack", "eps": ["8/0"]}]))
+
+
+def test_distillation_loss_by_hand():
+    """KD (Hinton et al. 2015): (1-w) CE + w tau^2 KL(p_teacher || p_student), both softened by tau."""
+    from spikeforge.engine.train import distillation
+
+    teacher = torch.nn.Linear(4, 3)
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    z = torch.randn(5, 3, requires_grad=True)
+    w, tau = 0.7, 3.0
+    loss = distillation(teacher, weight=w, temperature=tau)(z, x, y)
+    pt = torch.softmax(teacher(x).detach() / tau, 1)
+    ps = torch.softmax(z / tau, 1)
+    kl = (pt * (pt.log() - ps.log())).sum(1).mean()
+    expect = (1 - w) * torch.nn.functional.cross_entropy(z, y) + w * tau ** 2 * kl
+    assert loss.item() == pytest.approx(expect.item(), rel=1e-5)
+    loss.backward()
+    assert z.grad is not None and all(p.grad is None for p in teacher.parameters())
+    same = distillation(teacher, weight=1.0, temperature=2.0)(teacher(x).detach(), x, y)
+    assert same.item() == pytest.approx(0.0, abs=1e-6)  # a student equal to its teacher has nothing to learn
+
+
+def test_distill_option_of_snn_and_iir_stages(tiny_run, tmp_path):
+    """``distill`` on an snn stage (teacher: the ANN stage) and an iir stage (teacher: the previous, higher-T
+    stage) trains with the KD loss; the teacher stage is an input of the student's fingerprint."""
+    raw = tiny(stages=[*TINY["stages"][:2],
+                       {"name": "diet", "kind": "snn", "timesteps": 3, "epochs": 1, "lr": 1e-3, "max_batches": 4,
+                        "distill": {"teacher": "ann", "weight": 0.5, "temperature": 4.0}},
+                       {"name": "iir", "kind": "iir", "timesteps": [1], "epochs": 1, "lr": 1e-3, "max_batches": 2,
+                        "distill": {"weight": 0.9}}])
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run[0], out)
+    for stage in ("diet", "iir-T2", "iir-T1"):
+        shutil.rmtree(out / stage, ignore_errors=True)
+    summary = run(parse_recipe(raw), out, device=torch.device("cpu"), progress=False)
+    assert [s["stage"] for s in summary["stages"]][-2:] == ["diet", "iir-T1"]
+    record = json.loads((out / "diet" / "stage.json").read_text())
+    assert "ann" in record["inputs"] and "convert" in record["inputs"]
+    plain = json.loads((tiny_run[0] / "diet" / "metrics.json").read_text())
+    kd = json.loads((out / "diet" / "metrics.json").read_text())
+    assert kd["history"][0]["train_loss"] != pytest.approx(plain["history"][0]["train_loss"])
+    with pytest.raises(ConfigError, match="distill"):
+        parse_recipe(tiny(stages=[{"name": "a", "kind": "ann"},
+                                  {"name": "s", "kind": "snn", "distill": {"temperature": 0}}]))
+    with pytest.raises(ConfigError, match="later"):
+        parse_recipe(tiny(stages=[{"name": "a", "kind": "ann"},
+                                  {"name": "s", "kind": "snn", "distill": {"teacher": "later"}}]))

@@ -206,13 +206,15 @@ def test_linear_surrogate_values():
 
 
 def test_stdb_surrogate_values():
-    """Never-spiked neuron ~ 0.3 e^-0.01 (t+1000) ~ 0; spiked the step before -> 0.3 e^-0.01."""
+    """Never-spiked neuron: dt = t + 999 as in the hybrid reference code (0.3 e^-0.01 (t+999) ~ 0); spiked the step
+    before -> 0.3 e^-0.01."""
     stdb = STDB()
     spikes = torch.tensor([[1.0], [0.0], [0.0], [1.0], [0.0]])
     dt = F.time_since_last_spike(spikes)
-    assert dt.view(-1).tolist() == [1000.0, 1.0, 2.0, 3.0, 1.0]
+    assert dt.view(-1).tolist() == [999.0, 1.0, 2.0, 3.0, 1.0]
+    assert F.time_since_last_spike(torch.zeros(3, 1)).view(-1).tolist() == [999.0, 1000.0, 1001.0]
     g = stdb.grad(torch.zeros(5, 1), dt).view(-1)
-    assert g[0].item() == pytest.approx(0.3 * math.exp(-10.0), rel=1e-5) and g[0] < 2e-5
+    assert g[0].item() == pytest.approx(0.3 * math.exp(-9.99), rel=1e-5) and g[0] < 2e-5
     assert g[1].item() == pytest.approx(0.3 * math.exp(-0.01), rel=1e-6)
     assert g[3].item() == pytest.approx(0.3 * math.exp(-0.03), rel=1e-6)
 

@@ -154,12 +154,14 @@ def plot_accuracy(stages: list[dict]) -> bytes | None:
     for st, pts in curves:
         ts, accs = zip(*pts)
         all_t += ts
+        n = st.get("curve_samples")
+        on = f" ({n} test images)" if isinstance(n, int) and n != st.get("test_samples") else ""
         ax.plot(ts, [100 * a for a in accs], "-o", ms=4, color=color_of[id(st)],
-                label=f"{st.get('stage')} ({st.get('kind')}): acc vs T")
+                label=f"{st.get('stage')} ({st.get('kind')}): acc vs T{on}")
     for st in points:
         t, a = int(st["timesteps"]), 100 * float(st["test_acc"])
-        if st.get("kind") == "convert" and t in dict(_curve(st)):
-            continue  # the convert stage's own T is already on its curve
+        if st.get("kind") == "convert" and t in dict(_curve(st)) and st.get("curve_samples") == st.get("test_samples"):
+            continue  # the convert stage's own T is already on its curve (measured on the same images)
         all_t.append(t)
         ax.plot([t], [a], marker="*", ms=14, ls="none", color=color_of[id(st)], markeredgecolor="black",
                 label=f"{st.get('stage')} ({st.get('kind')}, T={t}): {a:.2f}%")

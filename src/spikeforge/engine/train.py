@@ -151,6 +151,42 @@ def accuracy_over_time(model: TwinNet, loader, device, steps: list[int], max_bat
     return {t: correct[t] / max(total, 1) for t in steps}
 
 
+#: ``criterion(logits, images, labels) -> loss``: what :func:`fit` minimises (default: cross-entropy).
+Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(label_smoothing: float = 0.0) -> Criterion:
+    """Cross-entropy with label smoothing (Szegedy et al. 2016), the default criterion."""
+    def loss(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
+    return loss
+
+
+def distillation(teacher: nn.Module, *, weight: float, temperature: float, label_smoothing: float = 0.0) -> Criterion:
+    """Knowledge distillation (Hinton, Vinyals & Dean, "Distilling the knowledge in a neural network", 2015):
+
+    ``L = (1 - w) CE(z_s, y) + w tau^2 KL(softmax(z_t / tau) || softmax(z_s / tau))``
+
+    with student logits ``z_s``, teacher logits ``z_t`` (the teacher runs in eval mode without gradients on the same
+    batch), weight ``w`` and temperature ``tau``; the ``tau^2`` keeps the soft term's gradient scale independent of
+    ``tau``. Applied to SNN students with ANN teachers by Kushawaha et al., "Distilling spikes: knowledge distillation
+    in spiking neural networks" (ICPR 2020, arXiv:2005.00288); here the teacher may also be the higher-T SNN of the
+    previous stage of a timestep reduction.
+    """
+    ce = cross_entropy(label_smoothing)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def loss(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = F.log_softmax(teacher(x).float() / temperature, dim=1)
+        soft = F.kl_div(F.log_softmax(out.float() / temperature, dim=1), target, log_target=True,
+                        reduction="batchmean")
+        return (1.0 - weight) * ce(out, x, y) + weight * temperature ** 2 * soft
+    return loss
+
+
 @dataclass
 class FitResult:
     history: list[dict]
@@ -171,15 +207,18 @@ class _Epoch:
 def fit(model: TwinNet, data, cfg: OptimConfig, *, epochs: int, stage_dir: Path, device: torch.device, seed: int = 0,
         stage_index: int = 0, header: dict | None = None, max_batches: int | None = None,
         eval_batches: int | None = None, eval_every: int = 1, amp: bool = False, progress: bool = True,
-        desc: str = "train", on_epoch_end: Callable[[int, dict, dict], None] | None = None) -> FitResult:
+        desc: str = "train", on_epoch_end: Callable[[int, dict, dict], None] | None = None,
+        criterion: Criterion | None = None) -> FitResult:
     """Train ``model`` for ``epochs`` epochs on ``data.train``, evaluating on ``data.test`` after every
     ``eval_every``-th epoch (0: none) and always after the last one (skipped epochs record ``test_acc: None``).
 
     Resumes from ``stage_dir/last.pt`` when it exists (the epoch count, optimizer and scheduler come back).
     ``on_epoch_end(epoch, record, layer_rates)`` is called after each epoch with its history record and the training
-    spike rate of each layer (experiment logging).
+    spike rate of each layer (experiment logging). ``criterion``: the loss (default: cross-entropy with the config's
+    label smoothing; :func:`distillation` for knowledge distillation).
     """
     model.to(device)
+    criterion = criterion or cross_entropy(cfg.label_smoothing)
     steps = len(data.train) if max_batches is None else min(len(data.train), max_batches)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, epochs, steps)
@@ -197,7 +236,7 @@ def fit(model: TwinNet, data, cfg: OptimConfig, *, epochs: int, stage_dir: Path,
         mon = SpikeMonitor(model)
         bar = tqdm(total=steps, desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=False)
         with mon, watch:
-            sums = _train_epoch(model, net, data.train, opt, sched, cfg, steps, device, amp, epoch, mon, bar)
+            sums = _train_epoch(model, net, data.train, opt, sched, cfg, steps, device, amp, epoch, mon, bar, criterion)
         bar.close()
         tested = epoch + 1 == epochs or (eval_every > 0 and (epoch + 1) % eval_every == 0)
         ev = evaluate(model, data.test, device, max_batches=eval_batches, progress=progress, desc="test") \
@@ -232,7 +271,7 @@ def _resume(resume: Path, model, opt, sched, device) -> tuple[int, list, float]:
 
 
 def _train_epoch(model, net, loader, opt, sched, cfg: OptimConfig, steps: int, device, amp: bool, epoch: int,
-                 mon: SpikeMonitor, bar) -> _Epoch:
+                 mon: SpikeMonitor, bar, criterion: Criterion) -> _Epoch:
     """One pass over (the first ``steps`` batches of) the training loader."""
     sums = _Epoch()
     for i, (x, y) in enumerate(loader):
@@ -241,7 +280,7 @@ def _train_epoch(model, net, loader, opt, sched, cfg: OptimConfig, steps: int, d
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device, amp):
             out = net(x)
-            loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+            loss = criterion(out, x, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss.detach())} at epoch {epoch + 1}, batch {i + 1}; "
                                      "lower the learning rate")

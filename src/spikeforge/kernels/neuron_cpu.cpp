@@ -15,7 +15,7 @@
 namespace {
 
 constexpr int64_t kBlock = 1024;
-constexpr double kNever = -1000.0;
+constexpr double kNever = -999.0;  // NEVER_SPIKED in neuron/surrogate.py (dt = t + 999)
 
 template <typename T, int CODE>
 inline T surrogate_grad(T z, T dt, T p1, T p2) {

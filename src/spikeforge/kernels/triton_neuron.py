@@ -152,7 +152,7 @@ if triton is not None:
             p1 = tl.load(prm_ptr)
             p2 = tl.load(prm_ptr + 1)
             if CODE == 1:  # STDB: dt[t] = t - (last spike before t), parked in grad_in[t] (forward sweep)
-                last = tl.full([BLOCK], -1000.0, COMPUTE)
+                last = tl.full([BLOCK], -999.0, COMPUTE)  # NEVER_SPIKED: dt = t + 999
                 tt = tl.zeros([BLOCK], dtype=COMPUTE)
                 pre_p = pre_ptr + offs
                 gi_p = gin_ptr + offs

@@ -10,12 +10,19 @@ hybrid conversion) or the ``q``-th percentile (Rathi & Roy 2020, DIET-SNN: 99.7;
 90), ``k = 1 + round(q/100 * (n-1))``-th smallest of the ``n`` values -- and the largest value over the steps
 becomes ``V_th,l`` (0 becomes 0.1). Finally every threshold is multiplied by ``scaling``. Residual-block neurons are
 balanced too.
+
+With per-channel thresholds (``snn.per_channel``: one statistic per channel) each channel fires at its own rate
+scale, so the layers reading it get their weights rescaled per input channel and their biases per output channel
+(:func:`_compensate`); the same rule makes residual sums exact (an identity shortcut's spikes and the main path's
+current are brought to one scale). Either way every neuron's input current is the ANN's pre-activation divided by
+one known scale, which is what makes the rate code track the ANN as ``T`` grows (Rueckauer et al. 2017).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -147,51 +154,117 @@ class _Stop(Exception):
     pass
 
 
-def _bias_sources(snn: TwinNet) -> list[tuple[nn.Module, int | None]]:
-    """Every conv/linear layer with a bias, paired with the index of the neuron layer whose spikes it receives
-    (None: the encoded input). Forward order is module order, except that a residual block's shortcut reads the
-    block's input."""
-    neurons = snn.neurons()
-    index = {id(n): i for i, n in enumerate(neurons)}
-    pairs: list[tuple[nn.Module, int | None]] = []
-    last: int | None = None
-    block_input: dict[int, int | None] = {}
-    for name, m in snn.named_modules():
-        if hasattr(m, "shortcut") and hasattr(m, "act2"):
-            block_input[id(m.shortcut)] = last
-        if id(m) in index:
-            last = index[id(m)]
-        elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
-            src = last
-            for sc_id, inp in block_input.items():
-                sc = next(mm for mm in snn.modules() if id(mm) == sc_id)
-                if any(mm is m for mm in sc.modules()):
-                    src = inp
-            pairs.append((m, src))
-    return pairs
+@dataclass
+class _Wire:
+    """One conv/linear layer in the converted SNN: the neuron layer whose spikes it reads (``src``, None: the encoded
+    input) and the neuron layer its current drives (``dst``, None: the readout)."""
+
+    layer: nn.Module
+    src: int | None
+    dst: int | None
+    weight: torch.Tensor
+    bias: torch.Tensor | None
 
 
-def _feeding_sources(snn: TwinNet) -> list[int | None]:
-    """For each neuron layer, the neuron layer whose spikes reach it through its main path (None: the input)."""
+def _wiring(snn: TwinNet) -> tuple[list[_Wire], list[int | None], list[int | None]]:
+    """The SNN's wires, plus for each neuron layer its main-path source and its identity-shortcut source (a residual
+    block without a shortcut conv adds its input spikes straight into its second neuron's membrane; -1: none).
+    Forward order is module order, except that a residual block's shortcut reads the block's input."""
     neurons = snn.neurons()
     index = {id(n): i for i, n in enumerate(neurons)}
-    out: list[int | None] = []
+    wires: list[_Wire] = []
+    feeding: list[int | None] = []
+    identity: list[int | None] = [-1] * len(neurons)
+    shortcut_of: dict[int, int | None] = {}
     last: int | None = None
+    pending: list[_Wire] = []
     for m in snn.modules():
+        if hasattr(m, "shortcut") and hasattr(m, "act2"):
+            for mm in m.shortcut.modules():
+                shortcut_of[id(mm)] = last
+            if not any(isinstance(mm, (nn.Conv2d, nn.Linear)) for mm in m.shortcut.modules()):
+                identity[index[id(m.act2)]] = last
         if id(m) in index:
-            out.append(last)
+            feeding.append(last)
             last = index[id(m)]
-    return out
+            for w in pending:
+                w.dst = last
+            pending = []
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            src = shortcut_of.get(id(m), last)
+            bias = None if m.bias is None else m.bias.detach().clone()
+            pending.append(_Wire(m, src, None, m.weight.detach().clone(), bias))
+            wires.append(pending[-1])
+    return wires, feeding, identity
 
 
-def _rescale_biases(pairs, originals, scales: list[float | None]) -> None:
-    """``b_l = b_l(ANN) / Lambda_src``: a layer fed by spikes of rate a / Lambda gets its bias divided by Lambda, so
-    its current stays proportional to the ANN's pre-activation (weights are left unchanged, as in threshold
-    balancing). ``scales[i]`` is Lambda of neuron layer i (None: not known yet)."""
-    for (layer, src), b0 in zip(pairs, originals):
-        lam = 1.0 if src is None else scales[src]
-        if lam is not None:
-            layer.bias.copy_(b0 / lam)
+Scale = float | torch.Tensor
+
+
+def _mean(x: Scale) -> float:
+    return float(x.mean()) if isinstance(x, torch.Tensor) else x
+
+
+def _input_scales(lam: list[Scale | None], feeding, identity) -> list[Scale | None]:
+    """``mu_l``: the scale of neuron layer ``l``'s input current (current = ANN pre-activation / ``mu_l``).
+
+    A layer fed by one path takes the mean rate scale of its source (one number); a residual neuron with an identity
+    shortcut must take the shortcut's own scale (per channel), because the added spikes cannot be rescaled."""
+    mu: list[Scale | None] = []
+    for src, ident in zip(feeding, identity):
+        if ident != -1:
+            mu.append(1.0 if ident is None else lam[ident])
+        else:
+            mu.append(1.0 if src is None else (None if lam[src] is None else _mean(lam[src])))
+    return mu
+
+
+def _channel_ratio(w: torch.Tensor, lam_src: Scale, mu_dst: Scale) -> Scale:
+    """``Lambda_src[c] / mu_dst[o]`` broadcast to the weight ``w`` ``[O, C(*HW), ...]`` (a linear layer after a
+    flatten reads ``H*W`` features per channel)."""
+    if not isinstance(lam_src, torch.Tensor) and not isinstance(mu_dst, torch.Tensor):
+        return lam_src / mu_dst
+    src = lam_src if isinstance(lam_src, torch.Tensor) else torch.tensor(lam_src, dtype=torch.float64)
+    if src.dim() == 1 and src.numel() != w.shape[1]:
+        src = src.repeat_interleave(w.shape[1] // src.numel())
+    dst = mu_dst if isinstance(mu_dst, torch.Tensor) else torch.tensor(mu_dst, dtype=torch.float64)
+    ratio = src.reshape(1, -1) if src.dim() else src.reshape(1, 1)
+    ratio = ratio / (dst.reshape(-1, 1) if dst.dim() else dst)
+    return ratio.reshape(*ratio.shape, *([1] * (w.dim() - 2)))
+
+
+def _compensate(wires: list[_Wire], lam: list[Scale | None], mu: list[Scale | None]) -> None:
+    """Exact rate conversion with per-layer or per-channel thresholds (Rueckauer et al. 2017, Eq. 6-7, here with
+    one scale per channel): neuron channel ``c`` of layer ``l`` fires at ``a_c / Lambda_l[c]`` with
+    ``Lambda_l[c] = mu_l[c] * V_th,l[c]``, so a layer reading it gets ``w'[o, c] = w[o, c] Lambda_src[c] / mu_dst[o]``
+    and ``b'[o] = b[o] / mu_dst[o]``: its current is the ANN's pre-activation divided by ``mu_dst``. With per-layer
+    thresholds and one path the ratio is exactly 1 (threshold balancing's unchanged weights). Wires whose scales
+    are not known yet keep the ANN's values."""
+    for w in wires:
+        lam_src = 1.0 if w.src is None else lam[w.src]
+        mu_dst = (None if lam_src is None else _mean(lam_src)) if w.dst is None else mu[w.dst]
+        if lam_src is None or mu_dst is None:
+            w.layer.weight.copy_(w.weight)
+            if w.bias is not None:
+                w.layer.bias.copy_(w.bias)
+            continue
+        ratio = _channel_ratio(w.weight, lam_src, mu_dst)
+        if isinstance(ratio, torch.Tensor):
+            w.layer.weight.copy_((w.weight.double() * ratio).to(w.weight.dtype))
+        else:
+            w.layer.weight.copy_(w.weight if ratio == 1.0 else w.weight * ratio)
+        if w.bias is not None:
+            mu_b = mu_dst.reshape(-1) if isinstance(mu_dst, torch.Tensor) else mu_dst
+            w.layer.bias.copy_(w.bias / mu_b if not isinstance(mu_b, torch.Tensor) else (w.bias.double() / mu_b).to(w.bias.dtype))
+
+
+def _rate_scale(mu: Scale, threshold: torch.Tensor) -> Scale:
+    """``Lambda_l = mu_l * V_th,l``: one number for a per-layer threshold on a one-number input scale, else per
+    channel (float64)."""
+    th = threshold.detach()
+    if th.dim() == 0 and not isinstance(mu, torch.Tensor):
+        return mu * float(th)
+    return torch.as_tensor(mu, dtype=torch.float64) * th.double().reshape(-1)
 
 
 def percentile_value(x: torch.Tensor, q: float, dim: int | None = None) -> torch.Tensor:
@@ -244,14 +317,14 @@ def _layer_threshold(snn: TwinNet, x: torch.Tensor, layer: nn.Module, timesteps:
     return torch.where(best > 0, best, torch.full_like(best, 0.1))
 
 
-def _rate_scales(neurons: list[nn.Module], feeding: list[int | None]) -> list[float]:
-    """``Lambda_l = Lambda_src(l) * V_th,l``: the rate scale of each neuron layer's spikes (the scaling of the
-    thresholds compounds through the layers, like the rates)."""
-    scales: list[float] = []
-    for li, layer in enumerate(neurons):
-        src = feeding[li]
-        scales.append((1.0 if src is None else scales[src]) * float(layer.threshold.detach().mean()))
-    return scales
+def _scales(neurons: list[nn.Module], feeding, identity, upto: int) -> tuple[list, list]:
+    """Rate scales ``Lambda`` of neuron layers ``< upto`` and input scales ``mu`` of layers ``<= upto`` (None where not
+    known yet), from the thresholds currently set."""
+    lam: list[Scale | None] = [None] * len(neurons)
+    for i in range(min(upto, len(neurons))):
+        mu_i = _input_scales(lam, feeding, identity)[i]
+        lam[i] = _rate_scale(mu_i, neurons[i].threshold)
+    return lam, _input_scales(lam, feeding, identity)
 
 
 @torch.no_grad()
@@ -271,10 +344,11 @@ def balance_thresholds(
     left alone.
 
     Returns the thresholds (layer means). Leaks are held at 1.0 during the search and restored afterwards.
-    With ``rescale_bias`` (for a network fresh from :func:`ann_to_snn`), layer biases are taken as the ANN's and
-    divided by the rate scale ``Lambda`` of their input (``Lambda_l = Lambda_src(l) * V_th,l``), so currents stay
-    proportional to the ANN's pre-activations (e.g. BatchNorm folded into the convs); pass False for a network whose
-    biases were already trained as an SNN.
+    With ``rescale_bias`` (for a network fresh from :func:`ann_to_snn`), weights and biases are taken as the ANN's
+    and compensated for the rate scale of their input (:func:`_compensate`: biases divided by ``Lambda``; with
+    per-channel thresholds or residual paths, weights rescaled per input channel too), so every neuron's current
+    stays proportional to the ANN's pre-activation (e.g. BatchNorm folded into the convs) -- with per-layer and
+    per-channel thresholds alike; pass False for a network whose weights and biases were already trained as an SNN.
     """
     if not snn.spiking:
         raise ConversionError("balance_thresholds needs an SNN twin (create_model(..., spiking=True))")
@@ -287,21 +361,19 @@ def balance_thresholds(
     for n in neurons:
         n.leak.fill_(1.0)
     x = snn.normalize(calib)
-    pairs = _bias_sources(snn) if rescale_bias else []
-    originals = [layer.bias.detach().clone() for layer, _ in pairs]
-    feeding = _feeding_sources(snn)
-    scales: list[float | None] = [None] * len(neurons)
+    wires, feeding, identity = _wiring(snn)
     bar = tqdm(neurons, desc="threshold balancing", disable=not progress, leave=False)
     try:
         for li, layer in enumerate(bar):
-            _rescale_biases(pairs, originals, scales)
+            if rescale_bias:
+                _compensate(wires, *_scales(neurons, feeding, identity, li))
             value = _layer_threshold(snn, x, layer, timesteps, chunk, percentile)
             layer.threshold.copy_(value.to(layer.threshold.dtype).view_as(layer.threshold))
-            scales[li] = (1.0 if feeding[li] is None else scales[feeding[li]]) * float(value.mean())
             bar.set_postfix(threshold=f"{float(value.mean()):.4g}")
         for layer in neurons:
             layer.threshold.mul_(scaling)
-        _rescale_biases(pairs, originals, _rate_scales(neurons, feeding))
+        if rescale_bias:
+            _compensate(wires, *_scales(neurons, feeding, identity, len(neurons)))
     finally:
         for n, lk in zip(neurons, old_leaks):
             n.leak.copy_(lk)

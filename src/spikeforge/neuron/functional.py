@@ -150,7 +150,8 @@ def multistep_reference(
 
 
 def time_since_last_spike(spikes: torch.Tensor) -> torch.Tensor:
-    """``dt[t] = t - (time of the most recent spike strictly before t)``; ``t + 1000`` if there was none."""
+    """``dt[t] = t - (time of the most recent spike strictly before t)``; ``t + 999`` if there was none
+    (:data:`~spikeforge.neuron.surrogate.NEVER_SPIKED`)."""
     steps = spikes.shape[0]
     tidx = torch.arange(steps, device=spikes.device, dtype=spikes.dtype).view(-1, *([1] * (spikes.dim() - 1)))
     stamped = torch.where(spikes.bool(), tidx.expand_as(spikes), torch.full_like(spikes, NEVER_SPIKED))

@@ -26,8 +26,10 @@ from spikeforge.errors import ConfigError
 from spikeforge.kernels import SURROGATE_KERNELS
 from spikeforge.registry import Registry
 
-#: Last-spike time given to a neuron that has not spiked yet (hybrid reference code: -1000).
-NEVER_SPIKED = -1000.0
+#: Last-spike time given to a neuron that has not spiked yet. The hybrid reference code (Rathi et al. 2020) stores
+#: -1000 but stamps the spike emitted at step ``t`` as ``t - 1``, so its never-spiked neuron sees ``dt = t + 999``
+#: while one that spiked the step before sees ``dt = 1``; with spikes stamped at their own step, -999 gives both.
+NEVER_SPIKED = -999.0
 
 #: Surrogate name -> class (``get_surrogate`` builds from it).
 SURROGATES: Registry[type["Surrogate"]] = Registry("surrogate")
@@ -91,7 +93,7 @@ class STDB(Surrogate):
     """Spike-timing-dependent backprop (Rathi et al. 2020): ``g = alpha * exp(-beta * dt)``.
 
     ``dt = t - t_last`` counts steps since the neuron's most recent *previous* spike; a neuron that never spiked has
-    ``t_last = -1000`` (so ``g`` is about ``0.3 e^-10``). The value does not depend on ``z``.
+    ``dt = t + 999`` as in the reference code (so ``g`` is about ``0.3 e^-10``). The value does not depend on ``z``.
     """
 
     alpha: float = 0.3

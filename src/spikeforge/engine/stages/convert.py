@@ -32,8 +32,15 @@ class ConvertStageConfig(StageConfig):
     ``sim_timesteps``: steps simulated per layer during balancing; ``percentile`` in (0, 100]: 100 = max (hybrid),
     99.7 (DIET), 90 (IIR); ``scaling``: multiplies every threshold at the end; ``calib_batch_size``: training images
     used; ``timesteps``: T of the saved SNN (else ``snn.timesteps``, else the recipe's); ``eval_timesteps``:
-    accuracy against T (one simulation) on the first ``curve_batches`` test batches (None: all); ``snn``: SNNConfig
-    overrides (e.g. ``{leak: 0.99, order: fire-integrate}``).
+    accuracy against T (one simulation) on the first ``curve_batches`` test batches (None: the same images as
+    ``test_acc``); ``snn``: SNNConfig overrides (e.g. ``{leak: 0.99, order: fire-integrate}``).
+
+    The metrics say how many images each number is measured on (``test_samples`` for ``test_acc``,
+    ``curve_samples`` for ``acc_vs_timesteps``): with ``curve_batches`` set, the curve's point at the stage's own T
+    is measured on fewer images than ``test_acc`` and can differ from it by several points at small T, where a
+    converted SNN's accuracy is far from settled and not even monotone in T (a neuron's first spikes arrive only once
+    its membrane has integrated up to threshold, layer after layer; the accumulated quantization of the rate code,
+    the "unevenness" error of Bu et al., ICLR 2022, changes sign from one T to the next).
     """
 
     kind: Literal["convert"]
@@ -80,6 +87,7 @@ class ConvertStage(Stage):
         return self.finish(ctx, snn, {
             "test_acc": first[steps], "ann_acc": ann_acc, "epochs": 0, "seconds": time.time() - t0,
             "acc_vs_timesteps": {str(t): a for t, a in accs.items()}, "curve_samples": samples(ctx, curve_batches),
+            "test_samples": samples(ctx, cfg.eval_batches),
             "spike_rate": _spike_rate(mon, steps), "percentile": cfg.percentile, "scaling": cfg.scaling,
             **snn_summary(snn),
             **stage_energy_metrics(snn, ctx.data.test, ctx.device, max_batches=energy_batches(cfg, steps))})

@@ -12,12 +12,12 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from spikeforge.analysis.energy import stage_energy_metrics
-from spikeforge.config import PosFloat, PosInt, config
-from spikeforge.engine.checkpoint import RESUME_FILE
+from spikeforge.config import Fraction, PosFloat, PosInt, config
+from spikeforge.engine.checkpoint import MODEL_FILE, RESUME_FILE, load_checkpoint
 from spikeforge.engine.stages.base import (STAGES, Context, SnnOverrides, Stage, TrainStageConfig,
                                            check_section, check_snn_overrides, energy_batches, keys_of, snn_overrides, snn_summary,
                                            stage_timesteps)
-from spikeforge.engine.train import TrainGroups, accuracy_over_time, fit
+from spikeforge.engine.train import Criterion, TrainGroups, accuracy_over_time, distillation, fit
 from spikeforge.errors import CheckpointError
 from spikeforge.methods.convert import ann_to_snn, balance_thresholds
 from spikeforge.models import TwinNet, build_model
@@ -37,6 +37,23 @@ RebalanceKeys = keys_of(RebalanceConfig)
 
 
 @config
+class DistillConfig:
+    """Keys of an SNN stage's ``distill``: knowledge distillation (:func:`spikeforge.engine.train.distillation`).
+
+    ``teacher``: ``previous`` (the model this stage starts from: the ANN of a hybrid/DIET stage, the higher-T SNN of
+    an IIR sub-stage) or the name of an earlier stage (e.g. the recipe's ``ann``); ``weight``: the soft term's weight
+    ``w`` in [0, 1]; ``temperature``: ``tau`` > 0.
+    """
+
+    teacher: str = "previous"
+    weight: Fraction = 0.5
+    temperature: PosFloat = 4.0
+
+
+DistillKeys = keys_of(DistillConfig)
+
+
+@config
 class SnnStageConfig(TrainStageConfig):
     """BPTT training of the SNN at ``timesteps`` (hybrid/STDB, DIET-SNN, IIR sub-stages, BNTT).
 
@@ -44,7 +61,8 @@ class SnnStageConfig(TrainStageConfig):
     previous stage's model: SNN, or ANN weights with default thresholds) or ``scratch``. ``snn``: SNNConfig
     overrides (encoding, surrogate, leak, order ...). ``rebalance``: ABLATION, not in the reference code: re-run
     threshold balancing at this stage's T before training (a mapping with ``percentile``, ``sim_timesteps``,
-    ``scaling``, ``calib_batch_size``). ``eval_timesteps``: also report accuracy at these T after training.
+    ``scaling``, ``calib_batch_size``). ``distill``: knowledge distillation from a teacher (:class:`DistillConfig`:
+    ``teacher``, ``weight``, ``temperature``). ``eval_timesteps``: also report accuracy at these T after training.
     ``parent``: set on IIR sub-stages (the ``iir`` stage they come from).
     """
 
@@ -53,6 +71,7 @@ class SnnStageConfig(TrainStageConfig):
     init: Literal["previous", "scratch"] = "previous"
     snn: SnnOverrides = field(default_factory=dict)
     rebalance: RebalanceKeys | None = None
+    distill: DistillKeys | None = None
     eval_timesteps: list[PosInt] | None = None
     lr: PosFloat = 1e-4
     train: TrainGroups = field(default_factory=lambda: ["weights", "threshold", "leak"])
@@ -63,6 +82,28 @@ class SnnStageConfig(TrainStageConfig):
         check_snn_overrides(self)
         if self.rebalance is not None:
             check_section(RebalanceConfig, self.rebalance, f"{self.where}.rebalance")
+        if self.distill is not None:
+            check_section(DistillConfig, self.distill, f"{self.where}.distill")
+
+
+def distill_teacher(cfg: SnnStageConfig) -> str | None:
+    """The earlier stage a distilling stage reads besides its parent (None: no distillation, or the parent)."""
+    if cfg.distill is None:
+        return None
+    teacher = DistillConfig(**cfg.distill).teacher
+    return None if teacher == "previous" else teacher
+
+
+def stage_criterion(stage: Stage, ctx: Context) -> Criterion | None:
+    """The training loss of an SNN stage: knowledge distillation from its teacher, else None (cross-entropy)."""
+    cfg = stage.cfg
+    if cfg.distill is None:
+        return None
+    kd = DistillConfig(**cfg.distill)
+    other = distill_teacher(cfg)
+    teacher, _ = stage.load_previous(ctx) if other is None else load_checkpoint(ctx.out_dir / other / MODEL_FILE)
+    return distillation(teacher.to(ctx.device), weight=kd.weight, temperature=kd.temperature,
+                        label_smoothing=cfg.label_smoothing)
 
 
 def snn_for_stage(stage: Stage, ctx: Context) -> TwinNet:
@@ -95,7 +136,8 @@ def train_snn(stage: Stage, ctx: Context) -> tuple[TwinNet, dict]:
     res = fit(model, ctx.data, cfg.optim(), epochs=cfg.epochs, stage_dir=ctx.stage_dir, device=ctx.device,
               seed=ctx.recipe.seed, stage_index=ctx.index, header=stage.header(ctx), max_batches=cfg.max_batches,
               eval_batches=cfg.eval_batches, eval_every=cfg.eval_every, amp=cfg.amp, progress=ctx.progress,
-              desc=f"{cfg.name} T={model.timesteps}", on_epoch_end=ctx.epoch_hook(cfg.name, model))
+              desc=f"{cfg.name} T={model.timesteps}", on_epoch_end=ctx.epoch_hook(cfg.name, model),
+              criterion=stage_criterion(stage, ctx))
     ev = res.final_eval
     metrics = {"kind": "iir" if cfg.parent else "snn", "test_acc": ev["acc"], "epochs": cfg.epochs,
                "seconds": res.seconds, "spike_rate": ev.get("spike_rate"), "encoding": model.snn.encoding,
@@ -123,6 +165,11 @@ def _rebalance(cfg: SnnStageConfig, ctx: Context, model: TwinNet) -> dict:
 @STAGES.register("snn")
 class SnnStage(Stage):
     Config = SnnStageConfig
+
+    @classmethod
+    def inputs(cls, cfg) -> list[str]:
+        teacher = distill_teacher(cfg)
+        return [teacher] if teacher else []
 
     def run(self, ctx: Context) -> dict:
         model, metrics = train_snn(self, ctx)
