@@ -73,7 +73,10 @@ def own_cache(tmp_path, monkeypatch):
 
 
 def test_dataset_table():
-    assert set(DATASETS) == {"mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"}
+    assert set(DATASETS) == {"mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder",
+                             "nmnist", "dvs-gesture", "cifar10-dvs", "shd", "mnist-saccade"}  # + the event sets
+    assert {n for n, i in DATASETS.items() if i.kind == "events"} == {"nmnist", "dvs-gesture", "cifar10-dvs", "shd",
+                                                                     "mnist-saccade"}
     m = DATASETS["mnist"]
     assert (m.num_classes, m.in_channels, m.image_size, m.mean, m.std, m.kind) == (
         10, 1, 28, (0.1307,), (0.3081,), "tensor")
@@ -87,7 +90,8 @@ def test_dataset_table():
     assert f.kind == "folder" and f.num_classes is None and f.image_size == 224
     assert f.mean == (0.485, 0.456, 0.406) and f.std == (0.229, 0.224, 0.225)
     for name, info in DATASETS.items():
-        assert isinstance(info, DatasetInfo) and len(info.mean) == len(info.std) == info.in_channels
+        counts = (1, info.in_channels) if info.kind == "events" else (info.in_channels,)  # event counts: mean 0, std 1
+        assert isinstance(info, DatasetInfo) and len(info.mean) == len(info.std) and len(info.mean) in counts
         assert info.name == name and (info.load is not None) == (info.kind == "tensor")
     with pytest.raises(Exception):
         m.num_classes = 3  # frozen

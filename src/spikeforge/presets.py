@@ -30,7 +30,22 @@ def model_defaults(dataset: str, image_size: int | None = None) -> dict[str, Any
                            "mean": list(info.mean), "std": list(info.std)}
     if info.num_classes:
         out["num_classes"] = info.num_classes
+    if info.kind == "events":
+        out["input"] = "events"
     return out
+
+
+def _event_snn(dataset: str, spiking: bool, snn: SNNConfig | dict | None, kwargs: dict) -> None:
+    """An event dataset's SNN reads its frames (``encoding: events``) for its default number of frames, unless the
+    caller says otherwise (an explicit other encoding is refused by the model with one line)."""
+    info = DATASETS[canonical_name(dataset, what="dataset")]
+    if info.kind != "events" or not spiking:
+        return
+    given = snn.to_dict() if isinstance(snn, SNNConfig) else dict(snn or {})
+    if "encoding" not in kwargs and "encoding" not in given:
+        kwargs["encoding"] = "events"
+    if "timesteps" not in kwargs and "timesteps" not in given:
+        kwargs["timesteps"] = info.timesteps
 
 
 def create_model(name: str, *, dataset: str | None = None, spiking: bool = False,
@@ -45,12 +60,17 @@ def create_model(name: str, *, dataset: str | None = None, spiking: bool = False
 
         snn = create_model("vgg9", dataset="cifar10", spiking=True, timesteps=5, learn_threshold=True)
 
+    An event dataset (``nmnist``, ``shd`` ...) also sets ``input="events"`` and, for the SNN, ``encoding="events"``
+    and its default number of frames as ``timesteps`` (explicit values win; the data must be binned into as many
+    frames: ``data.timesteps``).
+
     Without ``dataset`` every size is explicit (as :func:`spikeforge.models.create_model`); a spiking model without
     input normalisation rarely spikes at initialisation, and its first forward pass says so.
     """
     if dataset is None:
         return create_explicit(name, spiking=spiking, snn=snn, **kwargs)
     defaults = model_defaults(dataset, kwargs.get("input_size"))
+    _event_snn(dataset, spiking, snn, kwargs)
     if "num_classes" not in defaults and "num_classes" not in kwargs:
         raise ConfigError(f"create_model({name!r}, dataset={dataset!r}): this dataset does not know its number of "
                           "classes before its folder is read; pass num_classes=")

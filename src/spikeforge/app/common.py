@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from spikeforge.data import Data, DataConfig, build_data
+from spikeforge.data import DATASETS, Data, DataConfig, build_data
 from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from spikeforge.errors import ConfigError
 from spikeforge.models import TwinNet
@@ -104,8 +104,14 @@ def load_test_data(path: Path, model: TwinNet, header: dict, *, dataset: str | N
     if not dataset:
         raise ConfigError(f"{path} does not record its dataset; pass --dataset NAME")
     device = device if isinstance(device, torch.device) else pick_device(device)
-    cfg = DataConfig(dataset=dataset, data_dir=data_dir, test_batch_size=batch_size,
-                     image_size=model.spec.input_size if dataset == "imagefolder" else None)
+    raw = {"dataset": dataset, "data_dir": data_dir, "test_batch_size": batch_size,
+           "image_size": model.spec.input_size if dataset == "imagefolder" else None}
+    if DATASETS[DataConfig(dataset=dataset).dataset].kind == "events":  # the frames the model was trained on
+        recorded = header.get("data") or {}
+        raw["timesteps"] = recorded.get("timesteps") or model.timesteps
+        if recorded.get("events"):
+            raw["events"] = recorded["events"]
+    cfg = DataConfig.from_dict(raw, "checkpoint data")
     return dataset, build_data(cfg, device=device), device
 
 

@@ -6,6 +6,9 @@ Two paths:
   from the original distribution files (checksum-verified, parsed without ``pickle.load``), cached
   as a ``.pt`` file, and served by :class:`TensorLoader`, which keeps the set as one ``uint8``
   tensor on the device and does shuffling and augmentation batched on the device.
+* **Event datasets** (N-MNIST, DVS128 Gesture, CIFAR10-DVS, SHD and the simulated ``mnist-saccade``;
+  :mod:`spikeforge.data.events`): recordings read once, binned into ``T`` frames, cached, and served by
+  :class:`~spikeforge.data.events.EventLoader` as float event counts ``[B, T, C, H, W]`` (``[B, T, C]`` for SHD).
 * **Image folders** (``imagefolder``): ``root/train`` and ``root/val`` with one sub-folder per class,
   served by a torch ``DataLoader`` (:func:`image_folder_loader`).
 
@@ -29,7 +32,9 @@ from __future__ import annotations
 from spikeforge.data import idx  # noqa: F401  mnist, fashion-mnist
 from spikeforge.data import cifar  # noqa: F401  cifar10, cifar100
 from spikeforge.data import imagefolder  # noqa: F401  imagefolder
-from spikeforge.data.build import Data, DataConfig, build_data, load_tensors
+from spikeforge.data import events  # noqa: F401  nmnist, dvs-gesture, cifar10-dvs, shd, mnist-saccade
+from spikeforge.data.build import Data, DataConfig, build_data, dataset_info, load_tensors
+from spikeforge.data.events import EventLoader, EventOptions, EventStream, SaccadeOptions, bin_events
 from spikeforge.data.cifar import read_cifar
 from spikeforge.data.idx import read_idx
 from spikeforge.data.imagefolder import FolderLoader, image_folder_loader
@@ -43,10 +48,16 @@ __all__ = [
     "DATA_ENV",
     "Data",
     "DataConfig",
+    "EventLoader",
+    "EventOptions",
+    "EventStream",
+    "SaccadeOptions",
     "DatasetInfo",
     "FolderLoader",
     "TensorLoader",
+    "bin_events",
     "build_data",
+    "dataset_info",
     "image_folder_loader",
     "load_tensors",
     "read_cifar",

@@ -15,12 +15,14 @@ from pydantic import AfterValidator, BeforeValidator
 from spikeforge.config import NonNegInt, PosInt, config
 from spikeforge.config import from_dict as config_from_dict
 from spikeforge.data.common import check_int, derive_seed
+from spikeforge.data.events.build import EVENT_SOURCES, event_info
+from spikeforge.data.events.options import EventOptions, event_options_field
 from spikeforge.data.loader import TensorLoader
 from spikeforge.data.paths import resolve_data_dir
 from spikeforge.data.registry import DATASETS, DatasetInfo, canonical_name, tensor_dataset_names
 from spikeforge.errors import ConfigError
 
-__all__ = ["Data", "DataConfig", "build_data", "load_tensors"]
+__all__ = ["Data", "DataConfig", "build_data", "dataset_info", "load_tensors"]
 
 
 def _path_or_none(value: Any) -> Any:
@@ -40,7 +42,12 @@ class DataConfig:
     with padding 4 + flip; MNIST/Fashion: none); ``train_subset`` / ``test_subset`` keep only the first N samples
     (a fixed pseudo-random N for ``imagefolder``); ``image_size`` resizes tensor datasets (and defaults to 224 for
     ``imagefolder``); ``test_batch_size=None`` means ``batch_size``; ``calib_batch_size`` is the default size of
-    :meth:`Data.calibration_batch`."""
+    :meth:`Data.calibration_batch`.
+
+    Event datasets (``nmnist``, ``dvs-gesture``, ``cifar10-dvs``, ``shd``, ``mnist-saccade``;
+    :mod:`spikeforge.data.events`): ``timesteps`` is the number of frames per sample (None: the dataset's default),
+    which is also the model's ``T``; ``events`` holds the binning, denoising, down-sampling and augmentation options
+    (:class:`~spikeforge.data.events.EventOptions`). Both are refused for image datasets."""
 
     dataset: Annotated[str, AfterValidator(canonical_name)] = "mnist"
     data_dir: Annotated[str | None, BeforeValidator(_path_or_none)] = None
@@ -53,6 +60,18 @@ class DataConfig:
     workers: NonNegInt = 2
     download: bool = True
     calib_batch_size: PosInt = 512
+    timesteps: PosInt | None = None
+    events: event_options_field = field(default_factory=EventOptions)
+
+    def __post_init__(self) -> None:
+        if DATASETS[self.dataset].kind == "events":
+            return
+        if self.timesteps is not None:
+            raise ValueError(f"data.timesteps is the number of frames of an event dataset; {self.dataset!r} is an "
+                             "image dataset (its T is snn.timesteps): remove data.timesteps")
+        if self.events != EventOptions():
+            raise ValueError(f"data.events applies to event datasets only; {self.dataset!r} is an image dataset: "
+                             "remove data.events")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, where: str = "data") -> "DataConfig":
@@ -72,6 +91,7 @@ class Data:
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     _calib_images: torch.Tensor | None = field(default=None, repr=False)
+    _calib_divisor: float = field(default=255.0, repr=False)  # uint8 -> float: images / 255, event counts / 1
     _calib_dataset: Any = field(default=None, repr=False)
 
     @property
@@ -81,7 +101,8 @@ class Data:
     def calibration_batch(self, n: int | None = None) -> torch.Tensor:
         """The first ``n`` (default ``config.calib_batch_size``) images of a fixed seeded random
         ordering of the training set, un-augmented, as float ``[n, C, H, W]`` in ``[0, 1]`` on
-        the device (all images if the training set is smaller)."""
+        the device (all images if the training set is smaller); for an event dataset its frames, float
+        ``[n, T, ...]`` event counts."""
         n = self.config.calib_batch_size if n is None else check_int("n", n, 1)
         if self._calib_images is not None:
             total = self._calib_images.shape[0]
@@ -91,7 +112,7 @@ class Data:
         idx = torch.randperm(total, generator=g)[: min(n, total)]
         if self._calib_images is not None:
             x = self._calib_images.index_select(0, idx.to(self._calib_images.device))
-            return x.float().div_(255.0).to(self.device)
+            return x.float().div_(self._calib_divisor).to(self.device)
         return torch.stack([self._calib_dataset[i][0] for i in idx.tolist()]).to(self.device)
 
 
@@ -110,6 +131,17 @@ def load_tensors(
     :func:`~spikeforge.data.resolve_cache_dir`. Raises :class:`DataError` if the data cannot be provided."""
     name = canonical_name(name, allowed=tensor_dataset_names(), what="dataset for load_tensors")
     return DATASETS[name].load(resolve_data_dir(data_dir), bool(train), bool(download))
+
+
+def dataset_info(cfg: DataConfig) -> DatasetInfo:
+    """The description of ``cfg.dataset`` as ``cfg`` serves it: for an event dataset the frame channels and size
+    after down-sampling and polarity merging and ``timesteps`` frames; an image dataset's ``image_size`` if set."""
+    info = DATASETS[cfg.dataset]
+    if info.kind == "events":
+        return event_info(info, EVENT_SOURCES[info.name].sensor, cfg.events, cfg.timesteps)
+    if cfg.image_size is not None:
+        return dataclasses.replace(info, image_size=cfg.image_size)
+    return info
 
 
 def _resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -153,9 +185,10 @@ def build_data(
 ) -> Data:
     """Build the train loader (shuffled, augmented) and test loader (in order) for ``cfg``.
 
-    Tensor datasets give :class:`TensorLoader`\\ s on ``device``; folder datasets (``imagefolder``) give their
-    ``build_loaders`` hook's loaders (``DataLoader``\\ s, batches on the CPU) and fill ``info.num_classes`` from the
-    folder. Both loaders are sharded over ``world_size`` ranks."""
+    Tensor datasets give :class:`TensorLoader`\\ s on ``device``, event datasets
+    :class:`~spikeforge.data.events.EventLoader`\\ s (frames ``[B, T, ...]``); folder datasets (``imagefolder``) give
+    their ``build_loaders`` hook's loaders (``DataLoader``\\ s, batches on the CPU) and fill ``info.num_classes`` from
+    the folder. Both loaders are sharded over ``world_size`` ranks."""
     if not isinstance(cfg, DataConfig):
         raise ConfigError(f"build_data needs a DataConfig, got {type(cfg).__name__}")
     info = DATASETS[cfg.dataset]
@@ -163,5 +196,9 @@ def build_data(
     use_aug = info.augment_default if cfg.augment is None else cfg.augment
     if info.kind == "tensor":
         return _build_tensor_data(cfg, info, use_aug, device, seed, rank, world_size)
+    if info.kind == "events":
+        train, test, info, frames = info.build_loaders(cfg, info, use_aug, seed, rank, world_size, device)
+        return Data(train=train, test=test, info=info, config=cfg, seed=seed, device=device, _calib_images=frames,
+                    _calib_divisor=1.0)
     train, test, info, calib = info.build_loaders(cfg, info, use_aug, seed, rank, world_size)
     return Data(train=train, test=test, info=info, config=cfg, seed=seed, device=device, _calib_dataset=calib)

@@ -65,14 +65,15 @@ def load_cache(path: Path, source: list[list[Any]], info: DatasetInfo):
         return None
 
 
-def save_cache(path: Path, source: list[list[Any]], images: torch.Tensor, labels: torch.Tensor) -> None:
-    """Write the cache atomically (temp file + os.replace); a failure only warns."""
+def save_cache(path: Path, source: Any, images: torch.Tensor, labels: torch.Tensor, *, fmt: int = CACHE_FORMAT) -> None:
+    """Write the cache atomically (temp file + os.replace); a failure only warns. ``fmt`` is the file's format
+    number (the event-frame cache has its own)."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         with open(tmp, "xb") as fh:  # unique name; default permissions (umask)
-            torch.save({"format": CACHE_FORMAT, "source": source, "images": images, "labels": labels}, fh)
+            torch.save({"format": fmt, "source": source, "images": images, "labels": labels}, fh)
         os.replace(tmp, path)
         tmp = None
     except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError

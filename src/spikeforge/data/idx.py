@@ -27,7 +27,7 @@ from spikeforge.data.paths import download_root, missing_message, search_roots, 
 from spikeforge.data.registry import DATASETS, DatasetInfo, register_dataset
 from spikeforge.errors import DataError
 
-__all__ = ["IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "load_idx_split", "read_idx"]
+__all__ = ["IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "idx_files", "load_idx_split", "read_idx"]
 
 IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
@@ -136,6 +136,12 @@ def _locate(name: str, data_dir: Path, train: bool, download: bool) -> list[Path
         raise DataError(missing_message(
             title, searched, expected, layout, f"; the download into {root} finished but the files are still missing"))
     return files
+
+
+def idx_files(name: str, data_dir: Path, train: bool, download: bool) -> list[Path]:
+    """The ``[images, labels]`` IDX files of a split of ``mnist`` or ``fashion-mnist`` (downloaded if missing and
+    allowed; one :class:`DataError` line otherwise)."""
+    return _locate(name, data_dir, train, download)
 
 
 def _parse(info: DatasetInfo, files: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -60,7 +60,7 @@ class TensorLoader:
     ):
         images = torch.as_tensor(images_uint8)
         labels = torch.as_tensor(labels)
-        _check_tensors(images, labels)
+        self._check(images, labels)
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.world_size = check_int("world_size", world_size, 1)
         self.rank = check_int("rank", rank, 0)
@@ -69,13 +69,20 @@ class TensorLoader:
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        self.crop_padding, self.flip = check_augment(augment)
+        self._set_augment(augment)
         self.device = torch.device(device)
         self.images = images.to(self.device).contiguous()
         self.labels = labels.to(device=self.device, dtype=torch.int64)
         self.dataset_size = int(images.shape[0])
         self.samples_per_rank = self._samples_per_rank()
         self.epoch = 0
+
+    def _check(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Refuse anything but ``uint8 [N, C, H, W]`` images with ``N`` integer labels (a subclass checks its own)."""
+        _check_tensors(images, labels)
+
+    def _set_augment(self, augment: Mapping[str, Any] | None) -> None:
+        self.crop_padding, self.flip = check_augment(augment)
 
     def _samples_per_rank(self) -> int:
         n, ws = self.dataset_size, self.world_size
@@ -118,17 +125,24 @@ class TensorLoader:
     def _iterate(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices(epoch)
         m = idx.shape[0]
-        augment = self.crop_padding > 0 or self.flip
-        if augment:
-            offsets, flips = draw_augment(m, self.crop_padding, self.flip,
-                                          derive_seed(self.seed, epoch, 1, self.rank))
-            offsets, flips = offsets.to(self.device), flips.to(self.device)
+        draws = self._draw(m, epoch)
         idx = idx.to(self.device)
         stop = m - m % self.batch_size if self.drop_last else m
-        for start in range(0, stop, self.batch_size):
+        for batch, start in enumerate(range(0, stop, self.batch_size)):
             sl = slice(start, min(start + self.batch_size, stop))
             b = idx[sl]
             x = self.images.index_select(0, b)
-            if augment:
-                x = crop_flip(x, offsets[sl], flips[sl], self.crop_padding)
-            yield x.float().div_(255.0), self.labels.index_select(0, b)
+            yield self._transform(x, draws, sl, epoch, batch), self.labels.index_select(0, b)
+
+    def _draw(self, m: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The epoch's crop offsets and flip flags on the device (None: no crop or flip)."""
+        if not (self.crop_padding > 0 or self.flip):
+            return None
+        offsets, flips = draw_augment(m, self.crop_padding, self.flip, derive_seed(self.seed, epoch, 1, self.rank))
+        return offsets.to(self.device), flips.to(self.device)
+
+    def _transform(self, x: torch.Tensor, draws, sl: slice, epoch: int, batch: int) -> torch.Tensor:
+        """One ``uint8`` batch -> the float batch yielded (augmented when ``draws`` is given)."""
+        if draws is not None:
+            x = crop_flip(x, draws[0][sl], draws[1][sl], self.crop_padding)
+        return x.float().div_(255.0)

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable
 from spikeforge.errors import ConfigError
 from spikeforge.registry import Registry
 
-__all__ = ["DATASETS", "DatasetInfo", "canonical_name", "register_dataset", "tensor_dataset_names"]
+__all__ = ["DATASETS", "DatasetInfo", "canonical_name", "event_dataset_names", "register_dataset",
+           "tensor_dataset_names"]
 
 #: ``load(data_root, train, download) -> (images uint8 [N, C, H, W], labels int64 [N])`` for a tensor dataset.
 TensorLoad = Callable[[Path, bool, bool], Any]
@@ -33,6 +34,12 @@ class DatasetInfo:
 
     ``build_loaders(cfg, info, use_aug, seed, rank, world_size) -> (train, test, info, calib_dataset)`` builds the
     loaders of a folder dataset (``info`` updated with what was discovered, e.g. ``num_classes``).
+
+    ``kind="events"``: an event-camera or spike-train dataset (:mod:`spikeforge.data.events`), binned into
+    ``timesteps`` frames per sample (its default T) of ``in_channels x image_size x image_size`` (polarity as
+    channels; ``image_size`` 1 for a 1-D sensor such as SHD's 700 channels, whose frames are ``[in_channels]``).
+    Its ``build_loaders(cfg, info, use_aug, seed, rank, world_size, device)`` returns ``(train, test, info,
+    calib_frames)``.
     """
 
     name: str
@@ -48,14 +55,18 @@ class DatasetInfo:
     aliases: tuple[str, ...] = ()
     load: TensorLoad | None = field(default=None, compare=False, repr=False)
     build_loaders: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    timesteps: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("tensor", "folder"):
-            raise ConfigError(f"dataset {self.name!r}: kind must be 'tensor' or 'folder', got {self.kind!r}")
+        if self.kind not in ("tensor", "folder", "events"):
+            raise ConfigError(f"dataset {self.name!r}: kind must be 'tensor', 'folder' or 'events', got {self.kind!r}")
+        if self.kind == "events" and not (isinstance(self.timesteps, int) and self.timesteps >= 1):
+            raise ConfigError(f"dataset {self.name!r} of kind 'events' needs a default number of frames (timesteps)")
         hook = "load" if self.kind == "tensor" else "build_loaders"
         if getattr(self, hook) is None:
             raise ConfigError(f"dataset {self.name!r} of kind {self.kind!r} needs a {hook} function")
-        if not len(self.mean) == len(self.std) == self.in_channels:
+        counts = (1, self.in_channels) if self.kind == "events" else (self.in_channels,)
+        if len(self.mean) != len(self.std) or len(self.mean) not in counts:
             raise ConfigError(f"dataset {self.name!r}: mean and std need one value per channel "
                               f"({self.in_channels})")
 
@@ -75,6 +86,11 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 def tensor_dataset_names() -> tuple[str, ...]:
     """Names of the registered datasets held in memory as tensors."""
     return tuple(name for name, info in DATASETS.items() if info.kind == "tensor")
+
+
+def event_dataset_names() -> tuple[str, ...]:
+    """Names of the registered event datasets (binned into frames, :mod:`spikeforge.data.events`)."""
+    return tuple(name for name, info in DATASETS.items() if info.kind == "events")
 
 
 def _normalise(name: str) -> str:

@@ -32,7 +32,7 @@ import yaml
 from pydantic import ConfigDict, Field, create_model
 
 from spikeforge.config import config, from_dict
-from spikeforge.data import DATASETS, DataConfig
+from spikeforge.data import DataConfig, dataset_info
 from spikeforge.engine.stages import STAGES, StageConfig
 from spikeforge.errors import ConfigError
 from spikeforge.models import MODELS, ModelSpec, SNNConfig
@@ -152,11 +152,18 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
     if not isinstance(raw["data"], dict):
         raise ConfigError("data must be a mapping, e.g. {dataset: mnist}")
     data = from_dict(DataConfig, raw["data"], "data")
+    info = dataset_info(data)
+    frames = info.timesteps if info.kind == "events" else None
     model = _model_section(raw["model"], data)
-    snn = from_dict(SNNConfig, raw.get("snn") or {}, "snn")
+    snn = _snn_section(raw.get("snn") or {}, frames)
     if not isinstance(raw["stages"], list) or not raw["stages"]:
         raise ConfigError("stages must be a non-empty list")
-    stages: list[StageConfig] = [cfg for i, st in enumerate(raw["stages"]) for cfg in parse_stage(st, i)]
+    stages: list[StageConfig] = []
+    for i, st in enumerate(raw["stages"]):
+        for cfg in parse_stage(st, i):
+            if frames is not None:
+                _event_stage(cfg, st, frames)
+            stages.append(cfg)
     _check_stage_links(stages)
     return Recipe(keys.name, keys.seed, keys.device, data, model, snn, stages, raw, keys.log)
 
@@ -165,15 +172,68 @@ def _model_section(raw: Any, data: DataConfig) -> ModelSpec:
     """``model``: at least ``arch``; input channels, size, classes and normalization default to the dataset's."""
     if not isinstance(raw, dict) or "arch" not in raw:
         raise ConfigError("model must be a mapping with at least 'arch' (e.g. {arch: vgg5})")
-    info = DATASETS[data.dataset]
-    defaults = {"in_channels": info.in_channels, "input_size": data.image_size or info.image_size,
+    info = dataset_info(data)
+    defaults = {"in_channels": info.in_channels, "input_size": info.image_size,
                 "mean": list(info.mean), "std": list(info.std)}
     if info.num_classes:
         defaults["num_classes"] = info.num_classes
+    if info.kind == "events":
+        if raw.get("input", "events") != "events":
+            raise ConfigError(f"model.input is {raw['input']!r}, but {data.dataset!r} is an event dataset: its model "
+                              "reads event frames; remove model.input")
+        defaults["input"] = "events"
     model = from_dict(ModelSpec, {**defaults, **raw}, "model")
     if model.arch not in MODELS:
         raise ConfigError(f"model.arch {model.arch!r} is unknown; available: {sorted(MODELS)}")
     return model
+
+
+def _snn_section(raw: Any, frames: int | None) -> SNNConfig:
+    """``snn``; with event data (``frames`` per sample) ``timesteps`` is the number of frames and ``encoding`` is
+    ``events`` (set here; other values are refused with one line)."""
+    if frames is None or not isinstance(raw, dict):
+        return from_dict(SNNConfig, raw, "snn")
+    if raw.get("timesteps", frames) != frames:
+        raise ConfigError(f"snn.timesteps is {raw['timesteps']}, but the event data has {frames} frames per sample "
+                          f"(data.timesteps): the model's T is the number of frames; set data.timesteps: "
+                          f"{raw['timesteps']} or remove snn.timesteps")
+    if raw.get("encoding", "events") != "events":
+        raise ConfigError(f"snn.encoding is {raw['encoding']!r}, but event data enters the network as frames: use "
+                          "snn.encoding: events (or leave it out)")
+    return from_dict(SNNConfig, {**raw, "timesteps": frames, "encoding": "events"}, "snn")
+
+
+def _event_stage(cfg: StageConfig, raw: dict, frames: int) -> None:
+    """A stage on event data runs at the data's ``frames`` timesteps: its ``timesteps`` (and ``snn.timesteps``) must
+    equal them, its ``sim_timesteps``/``eval_timesteps`` default to them and may not exceed them, and a kind's default
+    input encoding (BNTT: Poisson) becomes ``events``. Image-only kinds are refused."""
+    where = f"stages.{cfg.name}"
+    if cfg.kind in ("attack", "stdp"):
+        raise ConfigError(f"{where}: a {cfg.kind} stage works on images; it is not available for event data")
+    overrides = getattr(cfg, "snn", None)
+    overrides = overrides if isinstance(overrides, dict) else {}
+    for key, value in (("timesteps", getattr(cfg, "timesteps", None)), ("snn.timesteps", overrides.get("timesteps"))):
+        if isinstance(value, int) and value != frames:
+            raise ConfigError(f"{where}.{key} is {value}, but the event data has {frames} frames per sample "
+                              f"(data.timesteps): a model on event data runs T = {frames}")
+    encoding = (raw.get("snn") or {}).get("encoding") if isinstance(raw.get("snn"), dict) else None
+    if encoding not in (None, "events"):
+        raise ConfigError(f"{where}.snn.encoding is {encoding!r}, but event data enters the network as frames: use "
+                          "'events' (or leave it out)")
+    if overrides.get("encoding", "events") != "events":
+        cfg.snn = {**overrides, "encoding": "events"}
+    if hasattr(cfg, "sim_timesteps"):
+        if "sim_timesteps" not in raw:
+            cfg.sim_timesteps = frames
+        elif cfg.sim_timesteps > frames:
+            raise ConfigError(f"{where}.sim_timesteps is {cfg.sim_timesteps}, more than the {frames} frames per "
+                              "sample of the event data")
+    points = getattr(cfg, "eval_timesteps", None)
+    if points is not None and "eval_timesteps" not in raw:
+        cfg.eval_timesteps = [frames]
+    elif points is not None and max(points) > frames:
+        raise ConfigError(f"{where}.eval_timesteps {points}: the event data has {frames} frames per sample; accuracy "
+                          f"can be read at T <= {frames}")
 
 
 def _check_stage_links(stages: list[StageConfig]) -> None:

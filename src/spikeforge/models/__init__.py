@@ -11,7 +11,7 @@ every optimizer step; a model from :func:`create_model` has it already). :class:
 warns with when its first forward pass sends no spikes to the readout.
 """
 
-from spikeforge.models import resnet, vgg  # noqa: F401  (their architectures register in MODELS)
+from spikeforge.models import mlp, resnet, vgg  # noqa: F401  (their architectures register in MODELS)
 from spikeforge.models.base import TwinNet
 from spikeforge.models.constraints import GROUPS, auto_constrain, param_groups, parameter_group
 from spikeforge.models.health import SilentLayerWarning

@@ -31,6 +31,16 @@ from spikeforge.nn.encoders import make_encoder
 from spikeforge.nn.layers import Normalize, Readout, SpikingDropout, run_sequence
 
 
+def _check_encoding(spec: ModelSpec, snn: SNNConfig) -> None:
+    """Event input goes with the ``events`` encoder and only with it (one :class:`ConfigError` line otherwise)."""
+    if spec.input == "events" and snn.encoding != "events":
+        raise ConfigError("this model reads event frames (model input: events), so its SNN needs snn.encoding: "
+                          f"events, not {snn.encoding!r}")
+    if spec.input != "events" and snn.encoding == "events":
+        raise ConfigError("snn.encoding 'events' needs event-frame input (model input: events, from an event dataset "
+                          f"such as nmnist); this model reads images: use 'direct' or 'poisson'")
+
+
 def neuron_types() -> tuple[type, ...]:
     """The spiking neuron module classes: :class:`SpikingNeuron` and every class registered in ``NEURONS``."""
     return (SpikingNeuron, *(item for _, item in NEURONS.items() if isinstance(item, type)))
@@ -52,6 +62,7 @@ class TwinNet(nn.Module):
         self.normalize = Normalize(spec.mean * (spec.in_channels if len(spec.mean) == 1 else 1),
                                    spec.std * (spec.in_channels if len(spec.std) == 1 else 1))
         if self.spiking:
+            _check_encoding(spec, snn)
             self.encoder = make_encoder(snn.encoding, convention=snn.poisson_convention, rate=snn.poisson_rate)
         self._silence_check_pending = self.spiking  # the first forward pass checks for silent layers
 
@@ -98,6 +109,8 @@ class TwinNet(nn.Module):
         the model's parameter dtype), values finite. Integer images (``uint8`` 0-255) are refused, not rescaled:
         scale them to ``[0, 1]`` first (``x.float() / 255``). One :class:`ShapeError` naming what was expected."""
         s = self.spec
+        if s.input == "events":
+            return self._check_events(x)
         want = f"images [B, {s.in_channels}, {s.input_size}, {s.input_size}] in [0, 1]"
         if not isinstance(x, torch.Tensor):
             raise ShapeError(f"{s.arch} expects a tensor of {want}; got {type(x).__name__}")
@@ -113,6 +126,43 @@ class TwinNet(nn.Module):
         if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
             raise ShapeError(f"{s.arch} input holds NaN or infinite values; expected {want}")
         return x
+
+    def _check_events(self, x: torch.Tensor, exact: bool = True) -> torch.Tensor:
+        """The model boundary of an ``input: events`` model: float event frames ``[B, T, C, H, W]`` (``[B, T, C]`` for
+        ``input_size`` 1) with ``T`` = :attr:`timesteps` (``exact=False``: any ``T``; any ``T`` for the ANN twin,
+        which sees the mean frame)."""
+        s = self.spec
+        frame = (s.in_channels,) if s.input_size == 1 else (s.in_channels, s.input_size, s.input_size)
+        want = f"event frames [B, T, {', '.join(str(v) for v in frame)}] (event counts)"
+        if not isinstance(x, torch.Tensor):
+            raise ShapeError(f"{s.arch} expects a tensor of {want}; got {type(x).__name__}")
+        if x.dim() != 2 + len(frame) or tuple(x.shape[2:]) != frame:
+            raise ShapeError(f"{s.arch} (input: events) expects {want}; got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ShapeError(f"{s.arch} expects floating-point {want}; got dtype {x.dtype} (x.float())")
+        if exact and self.spiking and x.shape[1] != self.timesteps:
+            raise ShapeError(f"{s.arch} runs T={self.timesteps} steps but the input has {x.shape[1]} frames per "
+                             f"sample: bin the data into {self.timesteps} frames (data.timesteps) or set "
+                             f"model.timesteps = {x.shape[1]}")
+        param = next(self.parameters(), None)
+        if param is not None and param.is_floating_point() and x.dtype != param.dtype \
+                and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(param.dtype)
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+            raise ShapeError(f"{s.arch} input holds NaN or infinite values; expected {want}")
+        return x
+
+    def _normalize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's input normalization; event frames ``[B, T, C, ...]`` per channel (dimension 2)."""
+        if self.spec.input != "events":
+            return self.normalize(x)
+        mean, std = self.normalize.mean.flatten(), self.normalize.std.flatten()
+        shape = [1, 1, mean.numel()] + [1] * (x.dim() - 3)
+        return (x - mean.view(shape)) / std.view(shape)
+
+    def _frames(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Frames ``start:stop`` of normalized event input (the whole input for images, whose encoder draws anew)."""
+        return x[:, start:stop] if self.spec.input == "events" else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, K]`` for images ``x`` ``[B, C, H, W]`` in ``[0, 1]`` (the SNN runs :attr:`timesteps` steps).
@@ -145,8 +195,10 @@ class TwinNet(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._check_input(x)
-        x = self.normalize(x)
+        x = self._normalize_input(x)
         if not self.spiking:
+            if self.spec.input == "events":
+                x = x.mean(1)  # the ANN twin sees the mean frame (the rate the SNN integrates)
             for name in self.sequence_names:
                 x = getattr(self, name)(x)
             return x
@@ -194,7 +246,8 @@ class TwinNet(nn.Module):
             last = done + length == steps  # the last chunk's final membranes are not needed
             record = {"gen": None if gen is None else gen.get_state(), "calls": 0}
             fn = functools.partial(self._checkpoint_chunk, length, last, record, masks, neurons, readouts)
-            part, *states = checkpoint(fn, x, *states, use_reentrant=False, preserve_rng_state=True)
+            part, *states = checkpoint(fn, self._frames(x, done, done + length), *states, use_reentrant=False,
+                                       preserve_rng_state=True)
             total = part if total is None else total + part
             done += length
         return total / steps if mean else total
@@ -256,13 +309,16 @@ class TwinNet(nn.Module):
         """
         if not self.spiking:
             raise AttributeError("forward_cumulative needs an SNN")
-        if not normalized:
-            x = self._check_input(x)
-            x = self.normalize(x)
         points = sorted({int(c) for c in checkpoints})
         if not points or points[0] < 1:
             raise ValueError(f"checkpoints must be positive timesteps, got {checkpoints}")
         steps = points[-1]
+        if not normalized:
+            x = self._check_events(x, exact=False) if self.spec.input == "events" else self._check_input(x)
+            x = self._normalize_input(x)
+        if self.spec.input == "events" and steps > x.shape[1]:
+            raise ShapeError(f"the event input has {x.shape[1]} frames per sample; accuracy can be read at T <= "
+                             f"{x.shape[1]}, not {steps}")
         chunk = chunk or self.snn.time_chunk or steps
         bounds = sorted(set(points) | set(range(chunk, steps, chunk)))
         readouts = [m for m in self.modules() if isinstance(m, Readout)]
@@ -273,7 +329,7 @@ class TwinNet(nn.Module):
                 r.mode = "sum"
             with self.streaming():
                 for b in bounds:
-                    part = self.run_time_first(self.encode(x, b - done), b - done)
+                    part = self.run_time_first(self.encode(self._frames(x, done, b), b - done), b - done)
                     total = part if total is None else total + part
                     done = b
                     if b in points:
@@ -333,7 +389,9 @@ class TwinNet(nn.Module):
 
     def set_encoding(self, encoding: str, **kw) -> None:
         """Switch the SNN's input encoding (``direct`` / ``poisson``)."""
-        self.snn = self.snn.updated(encoding=encoding, **kw)
+        snn = self.snn.updated(encoding=encoding, **kw)
+        _check_encoding(self.spec, snn)
+        self.snn = snn
         c = self.snn
         self.encoder = make_encoder(c.encoding, convention=c.poisson_convention, rate=c.poisson_rate)
 

@@ -42,7 +42,10 @@ class ModelSpec:
     ``bntt``: batch norm through time (Kim & Panda 2021) after every conv and hidden FC of the SNN twin (the ANN twin
     has plain BatchNorm there); set automatically by the ``*_bntt`` architectures. ``dropout``: classifier dropout;
     ``conv_dropout``: dropout after conv layers not followed by a pool. ``mean``/``std``: input normalization inside
-    the model (1 or ``in_channels`` values each).
+    the model (1 or ``in_channels`` values each). ``input``: ``image`` (``[B, C, H, W]`` in [0, 1], encoded by
+    ``snn.encoding``) or ``events`` (binned event frames ``[B, T, C, H, W]``, or ``[B, T, C]`` with ``input_size``
+    1 for a 1-D sensor such as SHD's 700 channels; event counts, frame ``t`` entering the first layer at step ``t``
+    with ``snn.encoding: events``; the ANN twin sees the mean frame).
     """
 
     arch: str = "vgg5"
@@ -59,6 +62,7 @@ class ModelSpec:
     conv_dropout: DropoutP = 0.0
     mean: list[Finite] = field(default_factory=lambda: [0.0])
     std: list[PosFloat] = field(default_factory=lambda: [1.0])
+    input: Literal["image", "events"] = "image"
 
     def __post_init__(self):
         if len(self.mean) not in (1, self.in_channels) or len(self.std) != len(self.mean):

@@ -12,6 +12,9 @@ length) at every call. Encoders register themselves in :data:`ENCODERS` under th
   *normalized* image, so negative values give -1 spikes. The backward pass is straight-through:
   ``d s / d x = d E[s] / d x`` (``rate`` or ``1/2`` where ``p < 1``, else 0), which lets attacks differentiate
   through the encoder.
+* :class:`EventsEncoder` (``"events"``): input that is already a sequence -- binned event frames ``[B, T_in, ...]``
+  (:mod:`spikeforge.data.events`) -- passed through as ``[steps, B, ...]`` (its first ``steps`` frames): frame ``t``
+  enters the first layer at step ``t``, no current is reused.
 """
 
 from __future__ import annotations
@@ -105,6 +108,25 @@ class PoissonEncoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"convention={self.convention}, rate={self.rate}, seed={self.seed}"
+
+
+@ENCODERS.register("events")
+class EventsEncoder(nn.Module):
+    """Pass-through of event frames: ``[B, T_in, ...] -> [steps, B, ...]`` (the first ``steps`` frames, time first).
+    Takes the Poisson options of :func:`make_encoder` and ignores them, as :class:`DirectEncoder` does."""
+
+    time_aware = True
+
+    def __init__(self, **poisson_options):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor, steps: int) -> torch.Tensor:
+        if x.dim() < 3:
+            raise ConfigError(f"the events encoder needs frames [B, T, ...], got shape {tuple(x.shape)}")
+        if not isinstance(steps, int) or not 1 <= steps <= x.shape[1]:
+            raise ConfigError(f"the events encoder got {x.shape[1]} frames per sample and cannot run {steps!r} steps "
+                              f"(at most {x.shape[1]})")
+        return x[:, :steps].transpose(0, 1)
 
 
 def make_encoder(encoding: str, *, convention: str = "rate", rate: float = 1.0, seed: int | None = None) -> nn.Module:

@@ -175,6 +175,9 @@ class Attack:
         return adv.detach()
 
     def _check_inputs(self, images, labels):
+        if getattr(getattr(self.model, "spec", None), "input", "image") == "events":
+            raise ConfigError(f"{self.name}: this model reads event frames (event counts, model input: events); the "
+                              "attacks perturb images in [0, 1] and are not defined on event data")
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
             raise ShapeError(f"{self.name} expects float images [B, C, H, W] in [0, 1]; got "
                              f"{getattr(images, 'shape', type(images).__name__)}")

@@ -11,7 +11,9 @@
       zeta = sum |input| / (input positions * samples)
 
   Summed over all timesteps (stateless layers see the folded ``[T*B, ...]`` input; chunked evaluation of long ``T``
-  is covered too). Spikes are 0/1 (signed +-1 for Poisson input), so ``sum |input|`` is the spike count. Behind an
+  is covered too). Spikes are 0/1 (signed +-1 for Poisson input), so ``sum |input|`` is the spike count; for event
+  input (``encoding: events``) the first layer's input is the binned event counts, so its rate is input events per
+  position and its ACs are one accumulate per event and outgoing synapse. Behind an
   average pool the input is fractional: the sum of ``|input|`` counts each spike once, spread over the pooled
   positions, which equals the rate of the neuron layer before a non-overlapping pool (counting nonzeros instead
   would over-count). Can exceed 1 when ``T > 1``.

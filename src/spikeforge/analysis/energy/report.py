@@ -3,7 +3,10 @@
 ``E_ANN = E_MAC * sum MACs``. ``E_SNN = sum`` over layers of ``E_AC * ACs``, except the first layer under **direct**
 input encoding, which sees the analog image and is counted as ``E_MAC * MACs`` (once: the model computes its current
 once and reuses it at every step; or ``T`` times with ``first_layer_per_step=True``). Under **Poisson** input the
-first layer is AC with the input spike rate. The readout layer is AC on its input spikes. Neuron updates (leak,
+first layer is AC with the input spike rate, and under **events** input (binned event-camera frames,
+:mod:`spikeforge.data.events`) it is AC on the input events: each event costs one accumulate per outgoing synapse,
+``ACs = events per input position x MACs``; the ANN twin, which sees the mean frame, pays MACs as on an image. The
+readout layer is AC on its input spikes. Neuron updates (leak,
 compare, reset) are ignored, as in Rathi & Roy (DIET-SNN, IEEE TNNLS 2021). The optional membrane term (the
 argument of Chowdhury, Rathi & Roy, "One timestep is all you need" (IIR-SNN), 2021, that multi-step SNNs also pay
 for reading and writing their membrane potentials) is ``2 * T * N_neurons * E_mem`` (one read and one write of
@@ -171,6 +174,8 @@ def _snn_lines(report: dict) -> list[str]:
     first = ("per step" if report.get("first_layer_per_step") else "once") if report.get("encoding") == "direct" \
         else None
     enc = f"{report.get('encoding')} input" + (f", first layer MACs counted {first}" if first else "")
+    if report.get("encoding") == "events":
+        enc += ", first layer ACs on the input events"
     out = [f"SNN  compute energy:       {_joules(tot['e_snn'])}  ({_count(tot['acs'])} ACs + "
            f"{_count(tot['snn_macs'])} MACs; T={steps}, {enc})"]
     if tot.get("e_mem") is not None:

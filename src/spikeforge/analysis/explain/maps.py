@@ -18,6 +18,10 @@ conv itself runs folded on ``[T*B, ...]`` (and only once under direct encoding),
 per-timestep activation. The default target is the middle spatial activation layer (:func:`default_layer`).
 Unknown names raise :class:`~spikeforge.errors.ConfigError` listing the valid conv and neuron layer names.
 
+**Event input.** On a model reading binned event frames ``[B, T, C, H, W]`` (model input ``events``) both
+explainers work unchanged: frame ``t`` drives step ``t``, and the maps lie on the sensor's pixel grid. (The FGSM
+helper :func:`fgsm` refuses event input: the attacks perturb images in [0, 1].)
+
 **Post-processing** (both methods, as in ``pytorch-grad-cam``): each raw map at layer resolution is min-max
 normalized, ``(m - min) / (max - min + eps)``, upsampled bilinearly (``align_corners=False``) to the input size,
 averaged over the target layers and min-max normalized again. ``normalize="step"`` normalizes every timestep on its

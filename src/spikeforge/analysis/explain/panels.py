@@ -22,7 +22,15 @@ def _figure(rows: int, cols: int, extra_h: float = 0.7):
 
 
 def _image(x: torch.Tensor):
-    img = x.detach().float().cpu().clamp(0, 1)
+    """An image ``[C, H, W]`` in [0, 1], or binned event frames ``[T, C, H, W]`` (event counts summed over time and
+    scaled to their maximum; two polarities as red = OFF, green = ON), as an array for ``imshow`` and its colormap."""
+    img = x.detach().float().cpu()
+    if img.dim() == 4:
+        img = img.sum(0)
+        img = img / img.max().clamp(min=1e-12)
+        if img.shape[0] == 2:
+            img = torch.stack([img[0], img[1], torch.zeros_like(img[0])])
+    img = img.clamp(0, 1)
     if img.shape[0] == 1:
         return img[0].numpy(), "gray"
     return img.permute(1, 2, 0).numpy(), None

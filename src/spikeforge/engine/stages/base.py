@@ -24,6 +24,7 @@ from pydantic.json_schema import WithJsonSchema
 from tqdm.auto import tqdm
 
 from spikeforge.config import NonNegInt, PosInt, config, from_dict, json_schema
+from spikeforge.data import DATASETS
 from spikeforge.engine.checkpoint import (METRICS_FILE, MODEL_FILE, RESUME_FILE, atomic_write_json, load_checkpoint,
                                          save_checkpoint)
 from spikeforge.engine.distributed import barrier
@@ -177,6 +178,9 @@ class Stage:
                 "stage_config": dataclasses.asdict(cfg)}
         if ctx.fingerprint:
             head["fingerprint"] = ctx.fingerprint
+        data = ctx.recipe.data
+        if DATASETS[data.dataset].kind == "events":  # what rebuilds the same frames for `eval`, `energy`, `explain`
+            head["data"] = {"timesteps": data.timesteps, "events": dataclasses.asdict(data.events)}
         return {**head, **(extra or {})}
 
     def load_previous(self, ctx: Context) -> tuple[TwinNet, dict]:
