@@ -1,7 +1,7 @@
-"""Export: NIR (round trip, metadata, inexact parts, foreign graphs, snnTorch/Norse), ONNX (onnxruntime), cards, CLI.
+"""Export: NIR (round trip, metadata, inexact parts, foreign graphs), ONNX (onnxruntime), cards, CLI.
 
-Optional packages: the NIR tests need ``nir``, the ONNX tests ``onnx`` and ``onnxruntime``, the cross-framework
-tests ``snntorch`` / ``norse``; each group is skipped cleanly when its package is missing.
+Optional packages: the NIR tests need ``nir``, the ONNX tests ``onnx`` and ``onnxruntime``; each group is skipped
+cleanly when its package is missing. Exports for snnTorch, sinabs and Norse: tests/test_export_targets.py.
 """
 
 from __future__ import annotations
@@ -18,39 +18,12 @@ from torch import nn
 from spikeforge.app.commands import export as export_cmd
 from spikeforge.engine.checkpoint import save_checkpoint
 from spikeforge.errors import ConfigError
-from spikeforge.models import TwinNet, create_model, register_model
+from spikeforge.models import create_model
 from spikeforge.neuron import SpikingNeuron
 
 VGG = dict(num_classes=10, in_channels=1, input_size=12, width=0.125, hidden=[64], mean=[0.1307], std=[0.3081])
 RESNET = dict(num_classes=10, in_channels=3, input_size=32, width=0.0625, mean=[0.49, 0.48, 0.45],
               std=[0.25, 0.24, 0.26])
-
-
-class TinyCNN(TwinNet):
-    """A strided conv + two FC layers, no pooling (Norse's NIR import has no AvgPool2d)."""
-
-    def __init__(self, spec, snn=None):
-        super().__init__(spec, snn)
-        c = spec.channels(8)
-        self.features = nn.Sequential(nn.Conv2d(spec.in_channels, c, 3, stride=2, padding=1, bias=spec.bias),
-                                      self.act(c))
-        size = (spec.input_size + 1) // 2
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * size * size, 24, bias=spec.bias), self.act(24),
-                                        nn.Linear(24, spec.num_classes, bias=spec.bias), self.readout())
-        self.sequence_names = ("features", "classifier")
-
-
-TINY = dict(num_classes=10, in_channels=1, input_size=10, bias=True)
-
-
-@pytest.fixture
-def tinycnn():
-    """Register ``test-tinycnn`` for one test (and take it out again: other tests list the registry)."""
-    from spikeforge.models import MODELS
-
-    register_model("test-tinycnn", TinyCNN)
-    yield "test-tinycnn"
-    MODELS.unregister("test-tinycnn")
 
 
 @pytest.fixture(autouse=True)
@@ -173,7 +146,7 @@ def test_nir_round_trip_is_exact(tmp_path, arch, steps, neuron, per_channel):
 
 def test_nir_graph_content_and_metadata():
     nir = pytest.importorskip("nir")
-    from spikeforge.export import graph_info, to_nir
+    from spikeforge.export import from_nir, graph_info, to_nir
 
     model = create_model("vgg4", spiking=True, timesteps=1, **VGG)
     with torch.no_grad():
@@ -181,7 +154,7 @@ def test_nir_graph_content_and_metadata():
         model.neurons()[1].leak.fill_(0.75)
         model.neurons()[2].leak.fill_(0.0)
         model.neurons()[1].threshold.fill_(1.25)
-    g = to_nir(model, dt=0.5)
+    g = to_nir(model, dt=0.5, readout=True)
     n = g.nodes
     assert isinstance(n["input"], nir.Input) and list(n["input"].input_type["input"]) == [1, 12, 12]
     assert isinstance(n["normalize"], nir.Conv2d)
@@ -192,7 +165,8 @@ def test_nir_graph_content_and_metadata():
     lif = n["features.4"]
     assert isinstance(lif, nir.LIF) and lif.tau.shape == (16, 6, 6)
     assert np.allclose(lif.tau, 0.5 / 0.25) and np.allclose(lif.r, 4.0) and not np.any(lif.v_leak)
-    assert np.all(lif.v_threshold == np.nextafter(np.float32(1.25), np.float32(0))) and not np.any(lif.v_reset)
+    assert np.all(lif.v_threshold == np.nextafter(np.float32(1.25), np.float32(0)))
+    assert not np.any(getattr(lif, "v_reset", 0.0))  # nir 1.0.4 has no v_reset field: it resets to 0
     assert isinstance(n["classifier.2"], nir.LIF) and np.allclose(n["classifier.2"].tau, 0.5)  # leak 0: tau = dt
     assert isinstance(n["features.2"], nir.AvgPool2d) and isinstance(n["classifier.0"], nir.Flatten)
     assert n["classifier.0"].start_dim == 0
@@ -202,12 +176,18 @@ def test_nir_graph_content_and_metadata():
     info = graph_info(g)
     assert info["dt"] == 0.5 and info["timesteps"] == 1 and info["encoding"] == "direct"
     assert info["order"] == "integrate-fire" and info["reset"] == "soft" and info["exact"]
-    assert info["readout"] == {"mode": "sum", "in_graph": True} and info["model"]["arch"] == "vgg4"
+    assert info["readout"] == {"mode": "sum", "in_graph": True, "by_caller": False} and info["model"]["arch"] == "vgg4"
     assert g.metadata["timesteps"] == 1 and g.metadata["dt"] == 0.5
-    assert any("soft reset is exact" in s for s in info["notes"])
+    assert any("leak and reset are exact" in s for s in info["notes"])
     # no readout node: the output is the last layer's per-step current
     g2 = to_nir(model, readout=False)
     assert "classifier.5" not in g2.nodes and ("classifier.4", "output") in g2.edges
+    # the default at T=1: no integrator, the last affine layer's output is the logits (the readout over one step)
+    g3 = to_nir(model)
+    assert "classifier.5" not in g3.nodes and graph_info(g3)["readout"]["by_caller"]
+    with torch.no_grad():
+        x = images(VGG)
+        assert torch.equal(from_nir(g3, generic=True)(x), model.eval()(x))
     # residual blocks: the second neuron gets two edges (NIR sums a node's inputs)
     res = create_model("resnet12", spiking=True, timesteps=1, **RESNET)
     gr = to_nir(res)
@@ -346,85 +326,8 @@ def test_nir_import_of_a_foreign_graph():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# other NIR tools: snnTorch and Norse read our graphs
+# other NIR tools (snnTorch, sinabs, Norse): tests/test_export_targets.py
 # ------------------------------------------------------------------------------------------------------------------
-def _run_per_sample(net, x, steps, neuron_types, reset_fn=None):
-    """Run an imported nirtorch graph one unbatched sample at a time (both tools flatten from NIR dim 0, which is
-    the batch dimension in PyTorch) for ``steps`` steps; returns ``(out [T, B, K], {module name: spikes})``."""
-    rec: dict[str, list] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, o, name=name: rec.setdefault(name, []).append(
-        (o[0] if isinstance(o, tuple) else o).detach().clone()))
-        for name, m in net.named_modules() if isinstance(m, neuron_types)]
-    outs, spikes = [], []
-    try:
-        for b in range(x.shape[0]):
-            if reset_fn:
-                reset_fn(net)
-            rec.clear()
-            state, seq = None, []
-            with torch.no_grad():
-                for _ in range(steps):
-                    out, state = net(x[b], state)
-                    seq.append(out)
-            outs.append(torch.stack(seq))
-            spikes.append({k: torch.stack(v) for k, v in rec.items()})
-    finally:
-        for h in hooks:
-            h.remove()
-    return torch.stack(outs, 1), {k: torch.stack([s[k] for s in spikes], 1) for k in spikes[0]}
-
-
-@pytest.mark.parametrize("arch,steps", [("vgg4", 1), ("vgg4", 4), ("resnet12", 3)])
-def test_snntorch_reads_lif_graphs_exactly(arch, steps, capsys):
-    """snnTorch's import_from_nir: LIF (hard reset, one threshold per layer), dt = 1e-4 (its fixed step)."""
-    pytest.importorskip("nir")
-    snn = pytest.importorskip("snntorch")
-    from snntorch.import_nir import import_from_nir
-    from snntorch.utils import reset
-
-    from spikeforge.export import to_nir
-
-    kw = dict(VGG if arch == "vgg4" else RESNET, mean=[0.0], std=[1.0])  # identity normalization: no rounding
-    model = create_model(arch, spiking=True, timesteps=steps, reset="hard", **kw)
-    x = images(kw, n=3)
-    calibrate(model, x)
-    with torch.no_grad():
-        for i, n in enumerate(model.neurons()):
-            n.leak.fill_(0.9 - 0.05 * (i % 3))
-    _, spikes, last = run_with_spikes(model, x)
-    net = import_from_nir(to_nir(model, dt=1e-4, readout=False))
-    out, theirs = _run_per_sample(net, x, steps, snn.Leaky, reset)
-    assert sum(float(s.sum()) for s in spikes.values()) > 0
-    for name, s in spikes.items():
-        assert torch.equal(theirs[name.replace(".", "_")], s), name
-    assert torch.allclose(out, last, atol=1e-5, rtol=1e-5)
-    capsys.readouterr()  # snnTorch prints progress lines
-
-
-@pytest.mark.parametrize("steps,per_channel", [(1, False), (4, False), (4, True)])
-def test_norse_reads_if_graphs_exactly(steps, per_channel, tinycnn):
-    """Norse's from_nir: IF with hard reset (IAFCell), scalar or per-channel thresholds; no AvgPool2d in Norse."""
-    pytest.importorskip("nir")
-    norse = pytest.importorskip("norse.torch")
-    from norse.torch.module.iaf import IAFCell
-
-    from spikeforge.export import to_nir
-
-    model = create_model(tinycnn, spiking=True, timesteps=steps, reset="hard", per_channel=per_channel, **TINY)
-    x = images(TINY, n=3)
-    calibrate(model, x, per_channel_jitter=per_channel)
-    _, spikes, last = run_with_spikes(model, x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit deprecation inside norse
-        net = norse.from_nir(to_nir(model, readout=False))
-    out, theirs = _run_per_sample(net, x, steps, IAFCell)
-    assert sum(float(s.sum()) for s in spikes.values()) > 0
-    names = {"features.1": "features_1", "classifier.2": "classifier_2"}
-    for name, s in spikes.items():
-        assert torch.equal(theirs[names[name]], s), name
-    assert torch.allclose(out, last, atol=1e-5, rtol=1e-5)
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # ONNX
 # ------------------------------------------------------------------------------------------------------------------

@@ -74,6 +74,11 @@ _API = {
     "to_nir": "spikeforge.export",
     "write_nir": "spikeforge.export",
     "to_onnx": "spikeforge.export",
+    "load_snntorch": "spikeforge.export",
+    "load_sinabs": "spikeforge.export",
+    "load_norse": "spikeforge.export",
+    "run_exported": "spikeforge.export",
+    "check_dynapcnn": "spikeforge.export",
     "load_checkpoint": "spikeforge.engine.checkpoint",
     "save_checkpoint": "spikeforge.engine.checkpoint",
 }

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from spikeforge.errors import ConfigError
-from spikeforge.export.nir_mapping import VERSION, graph_info, neuron_from_node, node_info, reduce_param, require_nir
+from spikeforge.export.nir_mapping import (VERSION, graph_info, neuron_from_node, node_info, node_name, reduce_param,
+                                           require_nir, restore_node_info)
 from spikeforge.export.nir_runtime import NIRNetwork
 from spikeforge.export.trace import Op, trace_model
 from spikeforge.models import ModelSpec, SNNConfig, build_model
@@ -29,11 +30,13 @@ def read_nir(path: str | Path):
         raise ConfigError(f"NIR file {p} does not exist")
     try:
         try:
-            return nir.read(str(p))
+            graph = nir.read(str(p))
         except ValueError:  # a graph whose declared types do not check (e.g. grouped convs): read it unchecked
-            return nir.read(str(p), type_check=False)
+            graph = nir.read(str(p), type_check=False)
     except Exception as exc:
         raise ConfigError(f"cannot read NIR file {p}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    restore_node_info(graph)
+    return graph
 
 
 def from_nir(graph_or_path, *, generic: bool = False, dt: float | None = None, timesteps: int | None = None,
@@ -47,6 +50,7 @@ def from_nir(graph_or_path, *, generic: bool = False, dt: float | None = None, t
     graph with spikeforge's neuron. ``dt`` is the NIR time of one step (default: the graph's metadata).
     """
     graph = read_nir(graph_or_path) if isinstance(graph_or_path, (str, Path)) else graph_or_path
+    restore_node_info(graph)
     info = graph_info(graph)
     if info is not None and not generic:
         model = _twin_from_graph(graph, info)
@@ -74,6 +78,9 @@ def _load_weights(op: Op, node) -> None:
     w = torch.from_numpy(np.asarray(node.weight, dtype=np.float32).copy())
     if tuple(w.shape) != tuple(m.weight.shape):
         raise ConfigError(f"node {op.name!r}: weight shape {tuple(w.shape)}, model expects {tuple(m.weight.shape)}")
+    scale = node_info(node).get("scale_folded")
+    if scale is not None:  # a sum pool's 1/k^2 was folded into the weights (a power of two: exact to undo)
+        w = w / float(scale)
     m.weight.copy_(w)
     bias = getattr(node, "bias", None)
     if m.bias is not None:
@@ -113,7 +120,9 @@ def _check_readout(op: Op, node) -> None:
 
 
 def _check_nodes(graph, ops: list[Op], info: dict, arch: str) -> None:
-    expected = {op.name for op in ops if op.kind != "readout" or info["readout"]["in_graph"]} | {"output"}
+    target = info.get("target", "generic")
+    expected = {node_name(op.name, target) for op in ops if op.kind != "readout" or info["readout"]["in_graph"]}
+    expected.add("output")
     have = set(graph.nodes)
     if expected != have:
         raise ConfigError(f"the graph's nodes do not match its spikeforge metadata ({arch}): missing "
@@ -135,10 +144,11 @@ def _twin_from_graph(graph, info: dict) -> nn.Module:
     nir = require_nir()
     model = _build_twin(info)
     dt = float(info["dt"])
-    ops = trace_model(model, normalize=model.snn.encoding == "direct")
+    ops = trace_model(model, normalize=model.snn.encoding == "direct" and info.get("normalize_in_graph", True))
     _check_nodes(graph, ops, info, model.spec.arch)
     with torch.no_grad():
         for op in ops:
-            if op.name in graph.nodes:
-                _load_op(nir, op, graph.nodes[op.name], dt)
+            name = node_name(op.name, info.get("target", "generic"))
+            if name in graph.nodes:
+                _load_op(nir, op, graph.nodes[name], dt)
     return model

@@ -34,11 +34,13 @@ reset (``U -= V_th``) has no NIR form; it is only exact when a neuron cannot fir
 
 Each node carries what NIR cannot say as one JSON string under the ``spikeforge`` metadata key (:func:`node_meta`,
 :func:`node_info`); the graph's own metadata holds the model spec, SNN config, ``dt`` and ``timesteps``
-(:func:`graph_info`).
+(:func:`graph_info`) and a copy of every node's, since some nir versions' node types have no metadata field
+(:func:`make_node`, :func:`restore_node_info`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -109,6 +111,40 @@ def node_meta(data: dict) -> dict:
     return {META_KEY: json.dumps(data)}
 
 
+def make_node(cls, info: dict, **kw):
+    """``cls(**kw)`` carrying ``info`` as its spikeforge metadata.
+
+    Arguments the installed nir's node lacks are left out (nir 1.0.4's IF/LIF have no ``v_reset``: it is 0 there);
+    nodes without a ``metadata`` field (nir 1.0.4's Input, Output, Conv2d, Linear, AvgPool2d) get it as an attribute,
+    and :func:`~spikeforge.export.nir_export.to_nir` also keeps every node's metadata in the graph's, from where
+    :func:`restore_node_info` puts it back after reading a file.
+    """
+    fields = {f.name for f in dataclasses.fields(cls)}
+    node = cls(**{k: v for k, v in kw.items() if k in fields}, **({"metadata": node_meta(info)}
+                                                                   if "metadata" in fields else {}))
+    if "metadata" not in fields:
+        node.metadata = node_meta(info)
+    return node
+
+
+def node_name(module: str, target: str) -> str:
+    """A traced module's node name: the module path (``features.0``), with ``_`` for ``.`` in graphs for other tools
+    (nirtorch 2.0, which snnTorch's importer uses, refuses dots in module names)."""
+    return module if target == "generic" else module.replace(".", "_")
+
+
+def restore_node_info(graph) -> None:
+    """Give each node of a spikeforge graph its metadata back from the graph's (for nodes whose nir type has no
+    ``metadata`` field, the file does not keep it on the node)."""
+    info = graph_info(graph) or {}
+    for name, data in (info.get("nodes") or {}).items():
+        node = graph.nodes.get(name)
+        if node is not None and META_KEY not in (getattr(node, "metadata", None) or {}):
+            meta = dict(getattr(node, "metadata", None) or {})
+            meta[META_KEY] = json.dumps(data)
+            node.metadata = meta
+
+
 def _decode(raw) -> dict:
     if isinstance(raw, bytes):
         raw = raw.decode()
@@ -134,7 +170,7 @@ def graph_info(graph) -> dict | None:
 def _check_neuron_node(nir, name: str, node, dt: float | None) -> None:
     if not isinstance(node, (nir.IF, nir.LIF)):
         raise ConfigError(f"node {name!r}: {type(node).__name__} is not supported (IF, LIF)")
-    if np.any(np.asarray(node.v_reset) != 0):
+    if np.any(np.asarray(getattr(node, "v_reset", 0.0)) != 0):
         raise ConfigError(f"node {name!r}: v_reset != 0 is not supported (spikeforge resets to 0 or subtracts V_th)")
     if dt is None:
         raise ConfigError(f"node {name!r}: the graph does not record its time step; pass dt= (the NIR time of one "
@@ -147,16 +183,18 @@ def neuron_from_node(nir, name: str, node, dt: float | None) -> dict:
     """threshold, leak (float32 arrays of the node's shape), input gain, order and reset of an IF/LIF node."""
     info = node_info(node)
     _check_neuron_node(nir, name, node, dt)
-    if isinstance(node, nir.LIF):
+    if "leak_exact" in info:  # a T=1 export writes every neuron as IF; a mixed layer writes 1 - 2^-24 for 1
+        leak = np.asarray(info["leak_exact"], dtype=np.float32)
+    elif isinstance(node, nir.LIF):
         leak = leak_from_nir(node.tau, dt)
-        if "leak_exact" in info:
-            leak = np.asarray(info["leak_exact"], dtype=np.float32)
     else:
         leak = np.ones(np.shape(node.v_threshold), dtype=np.float32)
     gain = input_gain(node, dt)
     if np.allclose(gain, 1.0, rtol=1e-9, atol=0.0):
         gain = None
-    return {"threshold": threshold_from_nir(node.v_threshold), "leak": leak, "gain": gain,
+    v_thr = np.asarray(node.v_threshold, dtype=np.float32)
+    threshold = v_thr.copy() if info.get("threshold_rule") == ">=" else threshold_from_nir(v_thr)
+    return {"threshold": threshold, "leak": leak, "gain": gain,
             "order": info.get("order", "integrate-fire"), "reset": info.get("reset", "hard"),
             "per_channel": info.get("per_channel")}
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from spikeforge.errors import ConfigError
-from spikeforge.export.nir_mapping import graph_info, neuron_from_node, node_info, reduce_param, require_nir
+from spikeforge.export.nir_mapping import (graph_info, neuron_from_node, node_info, reduce_param, require_nir,
+                                           restore_node_info)
 from spikeforge.neuron import functional as F
 from spikeforge.neuron.surrogate import get_surrogate
 from spikeforge.nn.layers import Normalize, apply_time_first
@@ -245,14 +246,16 @@ class NIRNetwork(nn.Module):
     ``forward(x, timesteps=None)``: ``x`` is time-first ``[T, B, ...]``, or ``[B, ...]`` for an input held constant
     over ``T`` steps (``timesteps``, default the graph's metadata or 1; like spikeforge's direct input, the layers
     before the first neuron then run once). Stateless nodes run folded over ``[T*B, ...]``. Returns the output node's
-    value: ``[B, K]`` after a spikeforge readout node, else time-first ``[T, B, ...]``. The spikes of each neuron
-    node are those of the modules in :attr:`neurons` (forward hooks see them).
+    value: ``[B, K]`` after a spikeforge readout node, or when spikeforge left the readout to the caller (T=1, or a
+    target without ``nir.I``: the readout is then applied here), else time-first ``[T, B, ...]``. The spikes of each
+    neuron node are those of the modules in :attr:`neurons` (forward hooks see them).
     """
 
     def __init__(self, graph, *, dt: float | None = None, timesteps: int | None = None,
                  surrogate: str | dict = "linear"):
         super().__init__()
         nir = require_nir()
+        restore_node_info(graph)
         info = graph_info(graph) or {}
         meta = getattr(graph, "metadata", None) or {}
         if dt is None:
@@ -264,6 +267,9 @@ class NIRNetwork(nn.Module):
         self.order = _topo_order(names, self.edges)
         self.inputs = {n: [a for a, b in self.edges if b == n] for n in names}
         self.input_name, self.output_name = _ends(nir, graph)
+        readout = info.get("readout") or {}
+        # a spikeforge graph whose readout was left out by default (T=1, or a target without nir.I): apply it here
+        self.readout = _ReadoutNode(readout["mode"]) if readout.get("by_caller") else None
         self.input_shape = _ints(graph.nodes[self.input_name].input_type["input"])
         self.layers = nn.ModuleDict()
         self._keys: dict[str, str] = {}
@@ -300,4 +306,5 @@ class NIRNetwork(nn.Module):
             if name != self.output_name:
                 h = apply_time_first(self.layers[self._keys[name]], h, steps)
             values[name] = h
-        return values[self.output_name]
+        out = values[self.output_name]
+        return self.readout(out, steps) if self.readout is not None else out

@@ -1,4 +1,5 @@
-"""``spikeforge export CHECKPOINT --format nir|onnx --out FILE``: register with :func:`add_parser`."""
+"""``spikeforge export CHECKPOINT --format nir|onnx [--target snntorch|sinabs|norse|generic] --out FILE``, and
+``--check-dynapcnn`` (does the network fit SynSense's DYNAP-CNN / Speck chips): register with :func:`add_parser`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from spikeforge.app.common import check_float, check_output_file
 from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from spikeforge.errors import ConfigError
-from spikeforge.export import InexactExportWarning, card_paths, to_onnx, write_nir
+from spikeforge.export import TARGETS, InexactExportWarning, card_paths, check_dynapcnn, get_target, to_onnx, write_nir
 
 FORMATS = ("nir", "onnx")
 
@@ -28,14 +29,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint file, stage directory or run directory")
     p.add_argument("--format", choices=FORMATS, help="nir or onnx (default: from the suffix of --out)")
     p.add_argument("--out", help="output file (default: model.nir / model.onnx beside the checkpoint)")
-    p.add_argument("--dt", type=float, default=1.0,
-                   help="NIR: time of one step in NIR units (default 1.0: time in steps; snnTorch's NIR import "
-                        "assumes 1e-4 for LIF nodes)")
+    p.add_argument("--target", choices=tuple(TARGETS), default="generic",
+                   help="NIR: the tool the graph is written for (its forms for pooling, IF neurons, thresholds and "
+                        "readout; refuses what it cannot run exactly). Default generic")
+    p.add_argument("--dt", type=float, default=None,
+                   help="NIR: time of one step in NIR units (default 1.0: time in steps; --target snntorch: 1e-4, "
+                        "the step its importer assumes)")
     p.add_argument("--allow-inexact", action="store_true",
-                   help="NIR: write parts NIR cannot express exactly (soft reset at T>1, fire-integrate ordering) "
-                        "with a warning instead of refusing")
+                   help="NIR: write parts the target cannot run exactly (e.g. soft reset at T>1, fire-integrate "
+                        "ordering) with a warning instead of refusing")
     p.add_argument("--no-readout", action="store_true",
-                   help="NIR: leave out the readout integrator (output = last layer's current at each step)")
+                   help="NIR: leave out the readout integrator at T>1 (output = last layer's current at each step; "
+                        "the default for targets without nir.I; at T=1 the last layer's output is the logits)")
+    p.add_argument("--normalize-in-graph", action="store_true",
+                   help="NIR, non-generic targets: write the input normalization as a 1x1 Conv2d (rounds differently "
+                        "from spikeforge) instead of expecting the normalized image")
+    p.add_argument("--check-dynapcnn", action="store_true",
+                   help="print whether the SNN fits SynSense's DYNAP-CNN / Speck chips (layer memories, kernel, "
+                        "pooling, neuron and input constraints; needs sinabs) and which change makes it fit")
     p.add_argument("--expose-spikes", action="store_true", help="ONNX: add each neuron layer's spikes as outputs")
     p.add_argument("--no-check", action="store_true",
                    help="ONNX: do not run the file in onnxruntime against PyTorch on a random batch")
@@ -57,14 +68,16 @@ def _format(args) -> str:
 def _write_nir(model, out: Path, args, card: bool, head: dict, path: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InexactExportWarning)
-        write_nir(model, out, dt=args.dt, allow_inexact=args.allow_inexact, readout=not args.no_readout,
-                  card=card, header=head, checkpoint=path)
+        write_nir(model, out, target=args.target, dt=args.dt, allow_inexact=args.allow_inexact,
+                  readout=False if args.no_readout else None, card=card, header=head, checkpoint=path,
+                  normalize_in_graph=True if args.normalize_in_graph else None)
     for w in caught:
         if issubclass(w.category, InexactExportWarning):
             print(f"warning: {w.message}")
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    print(f"wrote {out} (NIR, dt={args.dt})")
+    target = get_target(args.target)
+    print(f"wrote {out} (NIR for {target.label}; load it with {target.loader.replace('path', repr(str(out)))})")
 
 
 def _write_onnx(model, out: Path, args, card: bool, head: dict, path: Path) -> None:
@@ -83,11 +96,19 @@ def _write_onnx(model, out: Path, args, card: bool, head: dict, path: Path) -> N
 
 def export_cli(args) -> int:
     """``spikeforge export``: load the checkpoint, write the file and its card, print what was written."""
-    fmt = _format(args)
-    check_float("--dt", args.dt, gt=0)
+    if args.dt is not None:
+        check_float("--dt", args.dt, gt=0)
     path = resolve_checkpoint(args.checkpoint)
     model, head = load_checkpoint(path)
     model.eval()
+    if args.check_dynapcnn:
+        print(check_dynapcnn(model).table())
+        if not (args.format or args.out):
+            return 0
+    fmt = _format(args)
+    if fmt == "onnx" and args.target != "generic":
+        raise ConfigError(f"--target {args.target} is for NIR files; ONNX files run in any ONNX runtime "
+                          "(drop --target)")
     out = Path(args.out) if args.out else path.parent / f"model.{fmt}"
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file name, e.g. {out / f'model.{fmt}'}")
