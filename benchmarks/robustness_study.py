@@ -103,6 +103,216 @@ def correct(model, x, y) -> int:
     return int((model(x).argmax(1) == y).sum())
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# --from-runs: tables and plots of recipes/robustness-study.yaml runs (one per seed), for docs/results/robustness-study
+
+# label, training stage (None: the BNTT run's model read through `checkpoint`), PGD stage, FGSM stage
+STUDY_MODELS = [
+    ("ANN", "ann", "atk-ann", "atk-fgsm-ann"),
+    ("DIET-SNN direct T=5", "diet", "atk-direct-T5", "atk-fgsm-direct-T5"),
+    ("IIR-SNN direct T=3", "iir-T3", "atk-direct-T3", "atk-fgsm-direct-T3"),
+    ("IIR-SNN direct T=1", "iir-T1", "atk-direct-T1", None),
+    ("BNTT-SNN Poisson T=5", None, "atk-bntt", "atk-fgsm-bntt"),
+    ("DIET T=5, leak 0.8 (test time)", "diet", "atk-direct-T5-leak0.8", None),
+    ("converted IF, Poisson T=5", "convert", "atk-poisson-T5", None),
+    ("converted IF, Poisson T=10", "convert", "atk-poisson-T10", None),
+]
+COLS_FGSM, COLS_PGD, COLS_BB = [8 / 255, 0.1, 0.2], [8 / 255, 0.1, 0.2], [0.1, 0.2]
+COLS_NOISE = [0.1, 0.25, 0.5, 0.75]
+CONS_COLS = [("FGSM", "fgsm", "white_box", 0.1), ("FGSM", "fgsm", "white_box", 0.2), ("PGD", "pgd", "white_box", 0.1),
+             ("PGD", "pgd", "white_box", 0.2), ("BB-PGD", "pgd", "black_box", 0.2), ("noise", "pgd", "noise", 0.5)]
+
+
+def _stage_metrics(run: Path, stage: str | None) -> dict | None:
+    f = run / stage / "metrics.json" if stage else None
+    return json.loads(f.read_text()) if f and f.is_file() else None
+
+
+def _train_acc(run: Path, train: str | None, attack_stage: str) -> float | None:
+    """Full-test-set clean accuracy of the model a PGD stage attacks (the BNTT run's through `checkpoint`)."""
+    if train is not None:
+        m = _stage_metrics(run, train)
+        return m and m["test_acc"]
+    cfg = json.loads((run / attack_stage / "stage.json").read_text())["config"]["stage"]
+    ckpt = (run / cfg["checkpoint"]).resolve()
+    f = (ckpt.parent if ckpt.suffix == ".pt" else ckpt) / "metrics.json"
+    return json.loads(f.read_text())["test_acc"] if f.is_file() else None
+
+
+def collect_run(run: Path) -> dict:
+    """Per model of :data:`STUDY_MODELS`: full-test clean accuracy, the attack stages' robustness results."""
+    rows = {}
+    for label, train, pgd, fgsm in STUDY_MODELS:
+        mp, mf = _stage_metrics(run, pgd), _stage_metrics(run, fgsm)
+        if mp is None:
+            continue
+        rows[label] = {"test_acc": _train_acc(run, train, pgd), "pgd": mp["robustness"],
+                       "fgsm": mf and mf["robustness"], "model": mp["model"]}
+    return rows
+
+
+def _get(row: dict | None, kind: str, where: str, e: float):
+    if row is None or row.get(kind) is None:
+        return None
+    res = row[kind]
+    if where == "black_box":
+        return res.get("black_box", {}).get(key(e))
+    return res["models"]["target"][where].get(key(e))
+
+
+def _cons(row: dict | None, kind: str, where: str, e: float, metric: str):
+    if row is None or row.get(kind) is None:
+        return None
+    c = row[kind]["models"]["target"].get("consistency")
+    if not c:
+        return None
+    entry = c["clean"] if where == "clean" else c.get(where, {}).get(key(e))
+    return entry and entry.get(metric)
+
+
+def _seeds(vals: list, fmt) -> str:
+    vals = [v for v in vals]
+    if all(v is None for v in vals):
+        return "–"
+    return " / ".join("–" if v is None else fmt(v) for v in vals)
+
+
+def study_markdown(runs: list[Path], collected: list[dict]) -> str:
+    p1 = lambda v: f"{100 * v:.1f}"  # noqa: E731
+    p2 = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    labels = [lb for lb, *_ in STUDY_MODELS if any(lb in c for c in collected)]
+    seeds = " / ".join(f"seed {json.loads((r / 'summary.json').read_text()).get('seed', i) if (r / 'summary.json').is_file() else i}"
+                       for i, r in enumerate(runs))
+    n = next(iter(collected[0].values()))["pgd"]["samples"]
+    head = (["model", "clean (10k test)", f"clean ({n})"] + [f"FGSM {fmt_eps(e)}" for e in COLS_FGSM]
+            + [f"PGD {fmt_eps(e)}" for e in COLS_PGD] + [f"BB-PGD {fmt_eps(e)}" for e in COLS_BB]
+            + [f"noise σ={s:g}" for s in COLS_NOISE])
+    lines = [f"Accuracy (%) per seed ({seeds}); white-box FGSM and PGD (7 steps of ε/4, random start) crafted through "
+             f"all T steps on each model, black-box (BB) PGD crafted on the independent source ANN, Gaussian noise "
+             f"clipped to [0, 1]; {n} test images ('–': not run).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for lb in labels:
+        rs = [c.get(lb) for c in collected]
+        cells = [_seeds([r and r["test_acc"] for r in rs], p2), _seeds([r and r["pgd"]["models"]["target"]["clean"]
+                                                                     for r in rs], p1)]
+        cells += [_seeds([_get(r, "fgsm", "white_box", e) for r in rs], p1) for e in COLS_FGSM]
+        cells += [_seeds([_get(r, "pgd", "white_box", e) for r in rs], p1) for e in COLS_PGD]
+        cells += [_seeds([_get(r, "pgd", "black_box", e) for r in rs], p1) for e in COLS_BB]
+        cells += [_seeds([_get(r, "pgd", "noise", s) for r in rs], p1) for s in COLS_NOISE]
+        lines.append(f"| {lb} | " + " | ".join(cells) + " |")
+    lines += ["", cons_markdown(labels, collected)]
+    return "\n".join(lines) + "\n"
+
+
+def cons_markdown(labels: list[str], collected: list[dict]) -> str:
+    f3 = lambda v: f"{v:.2f}"  # noqa: E731
+    out = []
+    for metric, what in (("correlation", "Pearson correlation"), ("topk", "top-10% overlap")):
+        head = ["model", "map", "clean (2nd simulation)"] + [f"{a} {fmt_eps(e) if w != 'noise' else f'σ={e:g}'}"
+                                                             for a, _, w, e in CONS_COLS]
+        out += [f"Map consistency, {what} of the clean and perturbed maps (SAM for SNNs, Grad-CAM for the ANN; "
+                "1 = unchanged), per seed:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for lb in labels:
+            rs = [c.get(lb) for c in collected]
+            method = next((r["pgd"]["models"]["target"].get("consistency", {}).get("method") for r in rs if r), None)
+            if method is None:
+                continue
+            cells = [method, _seeds([_cons(r, "pgd", "clean", 0, metric) for r in rs], f3)]
+            cells += [_seeds([_cons(r, k, w, e, metric) for r in rs], f3) for _, k, w, e in CONS_COLS]
+            out.append(f"| {lb} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def study_plots(collected: list[dict], out: Path) -> list[Path]:
+    """accuracy.png (PGD, FGSM, black-box PGD against ε; noise against σ) and sam_consistency.png (correlation and
+    top-k overlap against ε / σ), seed 0 solid, seed 1 dashed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    labels = [lb for lb, *_ in STUDY_MODELS[:5] if any(lb in c for c in collected)]
+    colors = {lb: f"C{i}" for i, lb in enumerate(labels)}
+    panels = [("PGD (white-box)", "pgd", "white_box"), ("FGSM (white-box)", "fgsm", "white_box"),
+              ("PGD (black-box from source ANN)", "pgd", "black_box"), ("Gaussian noise", "pgd", "noise")]
+    paths = []
+    fig = Figure(figsize=(18, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, (title, kind, where) in enumerate(panels):
+        ax = fig.add_subplot(1, 4, i + 1)
+        for s, coll in enumerate(collected):
+            for lb in labels:
+                r = coll.get(lb)
+                if r is None or r.get(kind) is None:
+                    continue
+                res = r[kind]
+                xs = res["noise"] if where == "noise" else res["eps"]
+                ys = [_get(r, kind, where, e) for e in xs]
+                ax.plot([0.0] + xs, [100 * res["models"]["target"]["clean"]] + [100 * y for y in ys],
+                        marker="o", ms=3, ls="-" if s == 0 else "--", color=colors[lb],
+                        label=lb if s == 0 else None)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("Gaussian σ" if where == "noise" else "ε (L∞, pixels in [0, 1])")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"MNIST, {len(collected)} seed(s)" + (": solid seed 0, dashed seed 1" if len(collected) > 1 else ""),
+                 fontsize=10)
+    paths.append(out / "accuracy.png")
+    fig.savefig(paths[-1], bbox_inches="tight")
+    paths.append(_consistency_plot(collected, labels, colors, out / "sam_consistency.png"))
+    return paths
+
+
+def _consistency_plot(collected: list[dict], labels: list[str], colors: dict, path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(18, 8), dpi=100)
+    FigureCanvasAgg(fig)
+    panels = [("PGD (white-box)", "pgd", "white_box"), ("FGSM (white-box)", "fgsm", "white_box"),
+              ("PGD (black-box)", "pgd", "black_box"), ("Gaussian noise", "pgd", "noise")]
+    for row, (metric, what) in enumerate((("correlation", "Pearson r"), ("topk", "top-10% overlap"))):
+        for i, (title, kind, where) in enumerate(panels):
+            ax = fig.add_subplot(2, 4, 4 * row + i + 1)
+            for s, coll in enumerate(collected):
+                for lb in labels:
+                    r = coll.get(lb)
+                    if r is None or r.get(kind) is None or "consistency" not in r[kind]["models"]["target"]:
+                        continue
+                    res = r[kind]
+                    xs = res["noise"] if where == "noise" else res["eps"]
+                    ys = [_cons(r, kind, where, e, metric) for e in xs]
+                    meth = res["models"]["target"]["consistency"]["method"]
+                    ax.plot([0.0] + xs, [1.0] + ys, marker="o", ms=3, ls="-" if s == 0 else "--", color=colors[lb],
+                            label=f"{lb} ({meth})" if s == 0 else None)
+                    base = _cons(r, kind, "clean", 0, metric)
+                    if base is not None and base < 0.999 and s == 0:
+                        ax.axhline(base, color=colors[lb], ls=":", lw=1,
+                                   label=f"{lb}: clean vs 2nd simulation")
+            ax.set_title(f"{title}: {what}", fontsize=10)
+            ax.set_xlabel("Gaussian σ" if where == "noise" else "ε")
+            ax.set_ylabel(f"{what}, clean vs perturbed map")
+            ax.set_ylim(-0.05 if metric == "topk" else -0.3, 1.05)
+            ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Explanation-map consistency, clean vs perturbed map (same Poisson draws; dotted: the clean map "
+                 "against an independent second simulation)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+def from_runs(runs: list[Path], out: Path) -> int:
+    """Write table.md, accuracy.png and sam_consistency.png for the runs (one per seed) into ``out``."""
+    collected = [collect_run(r) for r in runs]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(study_markdown(runs, collected))
+    for p in [out / "table.md", *study_plots(collected, out)]:
+        print(f"wrote {p}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default="runs/mnist-quickstart", help="quickstart run directory (ann, convert, diet, "
@@ -114,7 +324,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replot", action="store_true", help="only rewrite study.md and study.png from study.json")
+    p.add_argument("--from-runs", nargs="+", type=Path, metavar="RUN",
+                   help="runs of recipes/robustness-study.yaml (one per seed): write table.md, accuracy.png and "
+                        "sam_consistency.png into --out instead of running the grid")
     args = p.parse_args(argv)
+    if args.from_runs:
+        return from_runs(args.from_runs, Path(args.out))
     if args.replot:
         result = json.loads((Path(args.out) / "study.json").read_text())
         (Path(args.out) / "study.md").write_text(markdown(result))

@@ -72,29 +72,24 @@ print((OUT / "model.nir.card.md").read_text()[:600])
 
 # %% [markdown]
 # ## Running the NIR graph in snnTorch
-#
-# snnTorch's importer assumes a time step `dt = 1e-4` for LIF nodes, so the graph is written with that `dt`; without
-# the readout integrator its output at each step is the last layer's current, which the SNN sums over time into the
-# logits. snnTorch flattens from NIR's dimension 0 (no batch dimension in NIR), so it runs one sample at a time.
+
+# `target="snntorch"` writes the form snnTorch's importer runs exactly (IF as a LIF with beta 1 at its `dt = 1e-4`,
+# average pooling as a sum pool with the 1/4 folded into the next weights, no readout integrator: the network's output
+# at each step is the last layer's current, which the SNN sums over time into the logits). The input normalisation
+# stays with the caller (`snn.normalize`). snnTorch runs one sample at a time; `run_exported` loops over the batch and
+# also returns every neuron layer's spikes.
 
 # %%
-from snntorch.import_nir import import_from_nir  # noqa: E402
-from snntorch.utils import reset  # noqa: E402
+from spikeforge.export import load_snntorch, run_exported  # noqa: E402
 
-net = import_from_nir(sf.to_nir(snn, dt=1e-4, readout=False))
+net = load_snntorch(sf.to_nir(snn, target="snntorch"))
 n = 8 if FAST else 50
-theirs = []
 with torch.no_grad():
-    for b in range(n):
-        reset(net)
-        state, total = None, 0
-        for _ in range(snn.timesteps):
-            out, state = net(images[b], state)
-            total = total + out
-        theirs.append(total.flatten())
-theirs = torch.stack(theirs)
+    outs, spikes = run_exported(net, "snntorch", snn.normalize(images[:n]), steps=snn.timesteps)
+theirs = outs.sum(0)
 print(f"snnTorch vs spikeforge on {n} images: max |logit difference| {float((theirs - logits[:n]).abs().max()):.2e}, "
       f"same predicted class: {bool((theirs.argmax(1) == logits[:n].argmax(1)).all())}")
+print("spike trains recorded in snnTorch:", {k: tuple(v.shape) for k, v in list(spikes.items())[:2]})
 
 # %% [markdown]
 # ## ONNX: a one-timestep SNN

@@ -13,7 +13,7 @@ import math
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Dict, Sequence
 
 import torch
 from torch import nn
@@ -25,7 +25,11 @@ from spikeforge.errors import ConfigError
 from spikeforge.neuron.surrogate import get_surrogate
 from spikeforge.utils import text_table
 
-__all__ = ["accuracy", "describe_model", "make_attack", "parse_values", "plot_robustness", "robustness",
+#: ``compare(target, clean, perturbed) -> {metric: per-image scores [B]}`` (NaN: undefined for that image), e.g.
+#: :class:`spikeforge.analysis.explain.consistency.MapConsistency`.
+Compare = Callable[[nn.Module, torch.Tensor, torch.Tensor], Dict[str, torch.Tensor]]
+
+__all__ = ["Compare", "accuracy", "consistency_table", "describe_model", "make_attack", "parse_values", "plot_robustness", "robustness",
            "robustness_table"]
 
 
@@ -79,13 +83,31 @@ class _Study:
     """The counts of one :func:`robustness` run, filled batch by batch."""
 
     def __init__(self, models: dict[str, nn.Module], eps: list[float], noise: list[float], attack: str,
-                 options: dict, surrogate, seed: int | None):
+                 options: dict, surrogate, seed: int | None, compare: Compare | None = None):
         self.models, self.eps, self.noise = models, eps, noise
         self.attack, self.options, self.surrogate, self.seed = attack, options, surrogate, seed
         self.counts = {n: {"clean": 0, "white_box": [0] * len(eps), "noise": [0] * len(noise)} for n in models}
         self.black = [0] * len(eps)
         self.seconds = {n: 0.0 for n in models}
         self.total = 0
+        self.compare = compare
+        self.scores: dict[tuple[str, str], dict[str, list[float]]] = {}  # (kind, key) -> metric -> [sum, n, nan]
+
+    def _compare(self, kind: str, key: str, clean: torch.Tensor, perturbed: torch.Tensor, seed: int | None) -> None:
+        """Add the ``compare`` scores of the target's maps on ``clean`` against ``perturbed`` (in their own forked
+        generator, so the accuracies do not depend on whether maps are compared)."""
+        if self.compare is None:
+            return
+        with seeded(seed, clean.device):
+            scores = self.compare(self.models["target"], clean, perturbed)
+        acc = self.scores.setdefault((kind, key), {})
+        for metric, values in scores.items():
+            v = values.detach().double().reshape(-1).cpu()
+            ok = ~torch.isnan(v)
+            s = acc.setdefault(metric, [0.0, 0, 0])
+            s[0] += float(v[ok].sum())
+            s[1] += int(ok.sum())
+            s[2] += int((~ok).sum())
 
     def _attack_on(self, model: nn.Module, eps: float, seed: int | None) -> Attack:
         sur = self.surrogate if is_spiking(model) else None
@@ -95,7 +117,9 @@ class _Study:
         """Clean, white-box, black-box and noisy counts of batch number ``b`` (seeds derived from ``b``, so a
         batch's result does not depend on the others)."""
         seed = self.seed
+        cseed = None if seed is None else seed + 15485863 * (b + 1)  # map comparisons (Poisson draws)
         self.total += int(y.numel())
+        self._compare("clean", "clean", x, x.clone(), cseed)
         with seeded(None if seed is None else seed + 104729 * (b + 1), x.device):  # Poisson evaluation draws
             for name, model in self.models.items():
                 self.counts[name]["clean"] += _correct(model, x, y)
@@ -105,11 +129,14 @@ class _Study:
                     adv = self._attack_on(model, e, None if seed is None else seed + b)(x, y)
                     self.seconds[name] += time.perf_counter() - t0
                     self.counts[name]["white_box"][i] += _correct(model, adv, y)
+                    kind = "white_box" if name == "target" else "black_box"
+                    self._compare(kind, _key(e), x, adv, cseed)
                     if name == "source":
                         self.black[i] += _correct(self.models["target"], adv, y)
             noise_seed = None if seed is None else seed + 7919 * (b + 1)
             for j, s in enumerate(self.noise):
                 noisy = GaussianNoise(self.models["target"], std=s, seed=noise_seed)(x, y)
+                self._compare("noise", _key(s), x, noisy, cseed)
                 for name, model in self.models.items():
                     self.counts[name]["noise"][j] += _correct(model, noisy, y)
 
@@ -130,6 +157,24 @@ class _Study:
             }
         if "source" in self.models:
             out["black_box"] = {_key(e): self.black[i] / total for i, e in enumerate(self.eps)}
+        if self.compare is not None:
+            out["models"]["target"]["consistency"] = self._consistency()
+        return out
+
+    def _consistency(self) -> dict:
+        """``{"method", "clean", "white_box": {eps: {metric: mean}}, "black_box", "noise"}`` of the map scores
+        (NaN scores left out of the means, counted in ``"<metric>_undefined"``)."""
+        out: dict = {"method": getattr(self.compare, "method", lambda m: None)(self.models["target"])}
+        for (kind, key), metrics in self.scores.items():
+            row = {}
+            for metric, (total, n, nan) in metrics.items():
+                row[metric] = total / n if n else None
+                if nan:
+                    row[f"{metric}_undefined"] = nan
+            if kind == "clean":
+                out["clean"] = row
+            else:
+                out.setdefault(kind, {})[key] = row
         return out
 
 
@@ -157,7 +202,7 @@ def robustness(target: nn.Module, loader, *, attack: str = "pgd", eps: Sequence[
                source: nn.Module | None = None, noise: Sequence[float] = (), max_batches: int | None = None,
                alpha: float | None = None, steps: int = 7, eot_iter: int = 4, random_start: bool = True,
                surrogate=None, grad_estimator: str = "auto", seed: int | None = 0, device=None,
-               progress: bool = False) -> dict:
+               progress: bool = False, compare: Compare | None = None) -> dict:
     """Clean and adversarial accuracy of ``target`` at every ``eps`` (white-box: crafted on ``target``), the
     protocol of Sharmin et al. (IJCNN 2019, ECCV 2020).
 
@@ -167,6 +212,12 @@ def robustness(target: nn.Module, loader, *, attack: str = "pgd", eps: Sequence[
     batch's result does not depend on the others) makes a run reproducible. Returns a JSON-ready dict with
     ``samples``, ``eps``, ``noise``, ``attack`` and per model (``target``, ``source``) ``clean``, ``white_box``
     (eps -> accuracy), ``noise`` (sigma -> accuracy), plus ``black_box`` (eps -> target accuracy) with a source.
+
+    ``compare`` (:data:`Compare`, e.g. SAM consistency): scores the target's explanation maps of every clean batch
+    against the perturbed batch (white-box, black-box, noise) and against a second simulation of the clean batch
+    (``clean``); the means over images go to ``models.target.consistency`` (``method``, ``clean``, ``white_box``,
+    ``black_box``, ``noise``: key -> metric -> mean). Comparisons run in their own forked generator, so the
+    accuracies are the same with and without ``compare``.
     """
     eps = [check_fraction("eps", e) for e in eps]
     noise = [check_fraction("noise sigma", s, high=math.inf, open_low=True) for s in noise]
@@ -174,7 +225,7 @@ def robustness(target: nn.Module, loader, *, attack: str = "pgd", eps: Sequence[
     options = dict(alpha=alpha, steps=steps, eot_iter=eot_iter, random_start=random_start,
                    grad_estimator=grad_estimator)
     cfg = _attack_config(attack, target, eps, options, surrogate, seed)
-    study = _Study(models, eps, noise, attack, options, surrogate, seed)
+    study = _Study(models, eps, noise, attack, options, surrogate, seed, compare)
     it = _progress(loader, max_batches, f"{attack} x {len(eps)} eps") if progress else batches(loader, max_batches)
     for b, (x, y) in enumerate(it):
         if device is not None:
@@ -218,7 +269,30 @@ def robustness_table(result: dict) -> str:
         nrows = [[f"{s:g}", _pct(models["target"]["noise"][_key(s)])]
                  + ([_pct(models["source"]["noise"][_key(s)])] if has_src else []) for s in result["noise"]]
         text += "\n\n" + text_table(["noise sigma", "target"] + (["source"] if has_src else []), nrows)
+    if "consistency" in models["target"]:
+        text += "\n\n" + consistency_table(result)
     return text
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def consistency_table(result: dict) -> str:
+    """Plain-text table of the target's map consistency (clean vs perturbed; :func:`robustness`'s ``compare``):
+    one row per perturbation, one column per metric."""
+    cons = result["models"]["target"]["consistency"]
+    rows = []
+    if "clean" in cons:
+        rows.append(("clean (2nd simulation)", cons["clean"]))
+    labels = {"white_box": "white-box", "black_box": "black-box", "noise": "noise sigma"}
+    for kind, label in labels.items():
+        for key, row in cons.get(kind, {}).items():
+            amount = _fmt_eps(float(key)) if kind != "noise" else f"{float(key):g}"
+            rows.append((f"{label} {amount}", row))
+    metrics = [m for m in dict.fromkeys(k for _, r in rows for k in r) if not m.endswith("_undefined")]
+    head = [f"{cons.get('method') or 'map'} consistency"] + metrics
+    return text_table(head, [[name] + [_num(r.get(m)) for m in metrics] for name, r in rows])
 
 
 _STYLES = {"target": ("C1", "o"), "source": ("C0", "s")}
@@ -239,7 +313,7 @@ def _plot_eps(ax, result: dict) -> None:
     for name, m in models.items():
         ys = [m["clean"]] + [m["white_box"][_key(e)] for e in result["eps"]]
         color, marker = _STYLES[name]
-        ax.plot(xs, [100 * v for v in ys], marker=marker, color=color, label=f"{m['model']} (white-box)")
+        ax.plot(xs, [100 * v for v in ys], marker=marker, color=color, label=f"{name} {m['model']} (white-box)")
     if "black_box" in result:
         ys = [models["target"]["clean"]] + [result["black_box"][_key(e)] for e in result["eps"]]
         ax.plot(xs, [100 * v for v in ys], marker="^", ls="--", color="C1",
@@ -253,22 +327,43 @@ def _plot_noise(ax, result: dict) -> None:
     for name, m in result["models"].items():
         ys = [m["clean"]] + [m["noise"][_key(s)] for s in result["noise"]]
         color, marker = _STYLES[name]
-        ax.plot(xs, [100 * v for v in ys], marker=marker, color=color, label=m["model"])
+        ax.plot(xs, [100 * v for v in ys], marker=marker, color=color, label=f"{name} {m['model']}")
     _axes_style(ax, "Gaussian noise sigma (clipped to [0, 1])", "Gaussian noise")
 
 
+def _plot_consistency(ax, result: dict, metric: str = "correlation") -> None:
+    """Map consistency against epsilon (1 at epsilon 0: the clean map itself); the clean map against a second
+    simulation (Poisson input) as a horizontal line."""
+    cons = result["models"]["target"]["consistency"]
+    for kind, style in (("white_box", "-o"), ("black_box", "--^")):
+        rows = cons.get(kind) or {}
+        if rows:
+            ax.plot([0.0] + [float(k) for k in rows], [1.0] + [r.get(metric) for r in rows.values()], style,
+                    color="C1", label=kind.replace("_", "-"))
+    base = (cons.get("clean") or {}).get(metric)
+    if base is not None and base < 0.999:
+        ax.axhline(base, color="0.4", ls=":", label="clean, 2nd simulation")
+    ax.set_xlabel("epsilon")
+    ax.set_ylabel(f"{metric}, clean vs attacked map")
+    ax.set_title(f"{cons.get('method') or 'map'} consistency ({result['models']['target']['model']})", fontsize=9)
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot_robustness(result: dict, path: str | Path) -> Path:
-    """Accuracy against epsilon (white-box for each model, black-box transfer with a source) and, with noise,
-    accuracy against sigma, written as a PNG (matplotlib, Agg canvas)."""
+    """Accuracy against epsilon (white-box for each model, black-box transfer with a source), with noise accuracy
+    against sigma, and with map consistency (``compare``) its correlation against epsilon, as a PNG (matplotlib,
+    Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = 2 if result["noise"] else 1
-    fig = Figure(figsize=(5.2 * panels, 3.8), dpi=110)
+    draw = [_plot_eps] + ([_plot_noise] if result["noise"] else []) \
+        + ([_plot_consistency] if "consistency" in result["models"]["target"] else [])
+    fig = Figure(figsize=(5.2 * len(draw), 3.8), dpi=110)
     FigureCanvasAgg(fig)
-    _plot_eps(fig.add_subplot(1, panels, 1), result)
-    if panels == 2:
-        _plot_noise(fig.add_subplot(1, 2, 2), result)
+    for i, fn in enumerate(draw):
+        fn(fig.add_subplot(1, len(draw), i + 1), result)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", bbox_inches="tight")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from spikeforge.analysis.attacks import describe_model, parse_values, plot_robustness, robustness, robustness_table
-from spikeforge.config import Finite, Fraction, PosFloat, PosInt, config
+from spikeforge.analysis.explain.consistency import MapConsistency
+from spikeforge.config import Finite, Fraction, NonNegFloat, PosFloat, PosInt, config
 from spikeforge.engine.checkpoint import MODEL_FILE, load_checkpoint
 from spikeforge.engine.distributed import info as dist_info
 from spikeforge.engine.stages.base import STAGES, Context, Stage, StageConfig, check_section, keys_of
@@ -49,6 +51,13 @@ class AttackStageConfig(StageConfig):
     (0, 10]; ``grad_estimator``: SNN input gradients by ``bptt``, ``sharmin`` (first-layer estimator) or ``auto``;
     ``surrogate``: surrogate used for the attack gradients; ``snn``: evaluate a variant of an SNN without retraining
     (:class:`AttackVariant`); ``batches``: test batches used (None: the whole test set).
+
+    ``checkpoint``: attack the model of another run instead of an earlier stage's (a ``model.pt`` file or a stage
+    directory; a relative path is taken from this run's directory, e.g. ``../other-run/bntt``).
+    ``sam_consistency``: also score how much the target's explanation map moves under each perturbation (SAM,
+    Kim & Panda, Sci. Rep. 2021, for an SNN; Grad-CAM for an ANN): per-image Pearson correlation and top-k overlap
+    (``sam_topk``: the share of pixels counted as top) of the clean and perturbed maps at ``sam_layer`` (None: the
+    middle spatial layer), with SAM's ``sam_gamma``; see :mod:`spikeforge.analysis.explain.consistency`.
     """
 
     kind: Literal["attack"]
@@ -63,6 +72,11 @@ class AttackStageConfig(StageConfig):
     surrogate: Any = None
     snn: VariantKeys = field(default_factory=dict)
     batches: PosInt | None = None
+    checkpoint: str | None = None
+    sam_consistency: bool = False
+    sam_layer: str | None = None
+    sam_topk: Fraction = 0.1
+    sam_gamma: NonNegFloat = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,6 +85,9 @@ class AttackStageConfig(StageConfig):
         self.noise = parse_values(",".join(str(e) for e in self.noise), f"{where}.noise", high=10.0) \
             if self.noise else []
         check_section(AttackVariant, self.snn, f"{where}.snn")
+        if self.sam_topk <= 0:
+            raise ConfigError(f"{where}.sam_topk must be in (0, 1] (the share of pixels counted as top), "
+                              f"got {self.sam_topk}")
 
 
 @STAGES.register("attack")
@@ -86,7 +103,7 @@ class AttackStage(Stage):
 
     def run(self, ctx: Context) -> dict:
         cfg, t0 = self.cfg, time.time()
-        model, _ = self.load_previous(ctx)
+        model, _ = self._target(ctx)
         if cfg.snn:
             self._variant(model)
         source = None
@@ -97,7 +114,7 @@ class AttackStage(Stage):
         res = robustness(model, ctx.data.test, attack=cfg.attack, eps=cfg.eps, source=source, noise=cfg.noise,
                          max_batches=cfg.batches, alpha=cfg.alpha, steps=cfg.steps, eot_iter=cfg.eot_iter,
                          surrogate=cfg.surrogate, grad_estimator=cfg.grad_estimator, seed=ctx.recipe.seed,
-                         device=ctx.device, progress=ctx.progress)
+                         device=ctx.device, progress=ctx.progress, compare=self._compare())
         if dist_info().is_main:
             (ctx.stage_dir / "robustness.txt").write_text(robustness_table(res) + "\n")
             plot_robustness(res, ctx.stage_dir / "robustness.png")
@@ -105,6 +122,23 @@ class AttackStage(Stage):
         return self.finish(ctx, model, {"kind": "attack", "test_acc": res["models"]["target"]["clean"],
                                         "model": describe_model(model), "epochs": 0, "seconds": time.time() - t0,
                                         "robustness": res})
+
+    def _target(self, ctx: Context) -> tuple[TwinNet, dict]:
+        """The model to attack: ``checkpoint`` (another run's) if given, else the previous (or ``source``) stage's."""
+        if self.cfg.checkpoint is None:
+            return self.load_previous(ctx)
+        path = Path(self.cfg.checkpoint).expanduser()
+        path = path if path.is_absolute() else ctx.out_dir / path
+        if path.is_dir():
+            path = path / MODEL_FILE
+        if not path.is_file():
+            raise ConfigError(f"{self.cfg.where}.checkpoint: {path} does not exist; train that model first or fix "
+                              "the path (relative paths start at this run's directory)")
+        return load_checkpoint(path)
+
+    def _compare(self) -> MapConsistency | None:
+        cfg = self.cfg
+        return MapConsistency(cfg.sam_layer, cfg.sam_topk, cfg.sam_gamma) if cfg.sam_consistency else None
 
     def _variant(self, model: TwinNet) -> None:
         """Apply the stage's ``snn`` variant (encoding, timesteps, leak) to the loaded SNN."""
