@@ -119,12 +119,16 @@ class TwinNet(nn.Module):
         if not x.is_floating_point():
             raise ShapeError(f"{s.arch} expects floating-point {want}; got dtype {x.dtype} (scale integer images "
                              "first, e.g. x.float() / 255)")
+        return self._cast_finite(x, want)
+
+    def _cast_finite(self, x: torch.Tensor, want: str) -> torch.Tensor:
+        """``x`` in the parameters' float dtype (outside autocast), refused when it holds NaN or infinities."""
         param = next(self.parameters(), None)
         if param is not None and param.is_floating_point() and x.dtype != param.dtype \
                 and not torch.is_autocast_enabled(x.device.type):
             x = x.to(param.dtype)
         if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
-            raise ShapeError(f"{s.arch} input holds NaN or infinite values; expected {want}")
+            raise ShapeError(f"{self.spec.arch} input holds NaN or infinite values; expected {want}")
         return x
 
     def _check_events(self, x: torch.Tensor, exact: bool = True) -> torch.Tensor:
@@ -144,13 +148,7 @@ class TwinNet(nn.Module):
             raise ShapeError(f"{s.arch} runs T={self.timesteps} steps but the input has {x.shape[1]} frames per "
                              f"sample: bin the data into {self.timesteps} frames (data.timesteps) or set "
                              f"model.timesteps = {x.shape[1]}")
-        param = next(self.parameters(), None)
-        if param is not None and param.is_floating_point() and x.dtype != param.dtype \
-                and not torch.is_autocast_enabled(x.device.type):
-            x = x.to(param.dtype)
-        if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
-            raise ShapeError(f"{s.arch} input holds NaN or infinite values; expected {want}")
-        return x
+        return self._cast_finite(x, want)
 
     def _normalize_input(self, x: torch.Tensor) -> torch.Tensor:
         """The model's input normalization; event frames ``[B, T, C, ...]`` per channel (dimension 2)."""
