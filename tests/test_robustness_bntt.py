@@ -48,6 +48,10 @@ def test_correlation_and_topk_on_hand_made_maps():
     assert map_correlation(ra, rb).item() == pytest.approx((5 / 100 - 0.01) / 0.09)  # Pearson of two indicators
     const = torch.zeros(1, 10, 10)
     assert torch.isnan(map_correlation(ra, const)).all()                       # no spikes: undefined
+    assert torch.isnan(topk_overlap(ra, const, 0.1)).all()                     # no salient pixels: undefined
+    assert torch.isnan(topk_overlap(const, const, 0.1)).all()                  # not 1 from the tie-break
+    mixed = topk_overlap(torch.cat([ra, const]), torch.cat([rb, ra]), 0.1)     # per image, not per batch
+    assert mixed[0].item() == pytest.approx(0.5) and torch.isnan(mixed[1])
     with pytest.raises(ConfigError, match="same shape"):
         map_correlation(a, a[:, :4])
     with pytest.raises(ConfigError, match=r"top-k fraction"):

@@ -14,7 +14,9 @@ input's pixel grid. Two per-image scores, then averaged over the images (:func:`
 * **top-k overlap** -- ``|top_k(M) & top_k(M')| / k`` with ``top_k`` the ``k = ceil(frac * H * W)`` pixels of
   largest value (ties broken by pixel index): the top-k intersection of Ghorbani, Abid & Zou ("Interpretation of
   neural networks is fragile", AAAI 2019, Sec. 3), in ``[0, 1]``, 1 when the most salient ``frac`` of the image is
-  the same. Random maps give about ``frac``.
+  the same. Random maps give about ``frac``. A constant map has no most salient pixels (its top-k would be the
+  first ``k`` pixel indices, an artefact of the tie-break), so the overlap of a pair with a constant map is
+  undefined (NaN) and left out of the average like the correlation.
 
 With Poisson input the SAM of one image also changes from one simulation to the next. The robustness study
 (:func:`spikeforge.analysis.attacks.robustness` with ``compare``) therefore computes the clean and every perturbed
@@ -47,7 +49,9 @@ def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def topk_overlap(a: torch.Tensor, b: torch.Tensor, frac: float = 0.1) -> torch.Tensor:
     """Per-image top-k intersection ``[B]`` of two map batches ``[B, H, W]``: the share of the ``k = ceil(frac * H *
-    W)`` largest pixels of ``a`` that are also among the ``k`` largest of ``b`` (Ghorbani et al., AAAI 2019)."""
+    W)`` largest pixels of ``a`` that are also among the ``k`` largest of ``b`` (Ghorbani et al., AAAI 2019).
+
+    NaN for an image where either map is constant (no salient pixels: e.g. no spike at the target layer)."""
     _check_pair(a, b)
     if not (0.0 < float(frac) <= 1.0):
         raise ConfigError(f"top-k fraction must be in (0, 1], got {frac!r}")
@@ -55,7 +59,9 @@ def topk_overlap(a: torch.Tensor, b: torch.Tensor, frac: float = 0.1) -> torch.T
     k = max(1, math.ceil(float(frac) * a.shape[1]))
     top_a = torch.zeros_like(a, dtype=torch.bool).scatter_(1, _topk_index(a, k), True)
     top_b = torch.zeros_like(b, dtype=torch.bool).scatter_(1, _topk_index(b, k), True)
-    return (top_a & top_b).sum(1).float() / k
+    overlap = (top_a & top_b).sum(1).float() / k
+    constant = (a.amax(1) == a.amin(1)) | (b.amax(1) == b.amin(1))
+    return overlap.masked_fill(constant, float("nan"))
 
 
 def _topk_index(x: torch.Tensor, k: int) -> torch.Tensor:
