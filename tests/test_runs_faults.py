@@ -484,10 +484,17 @@ def test_second_run_on_the_same_directory_is_refused_naming_the_holder(reference
     assert not (out / LOCK_FILE).exists()
 
 
+def _interactive_sigint() -> None:
+    """Ctrl-C as in a terminal's foreground job: a suite started in the background (``nohup``, ``&``) has SIGINT
+    ignored, and a child inherits that (Python then never raises KeyboardInterrupt), so restore the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spikeforge(*args) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "spikeforge", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interactive_sigint if os.name == "posix" else None)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
