@@ -113,10 +113,14 @@ STUDY_MODELS = [
     ("IIR-SNN direct T=3", "iir-T3", "atk-direct-T3", "atk-fgsm-direct-T3"),
     ("IIR-SNN direct T=1", "iir-T1", "atk-direct-T1", None),
     ("BNTT-SNN Poisson T=5", None, "atk-bntt", "atk-fgsm-bntt"),
+    ("ANN, 1 epoch (matched)", "source-ann", "atk-ann-matched", "atk-fgsm-ann-matched"),
+    ("DIET-SNN direct T=5 (matched)", "diet-matched", "atk-diet-matched", "atk-fgsm-diet-matched"),
     ("DIET T=5, leak 0.8 (test time)", "diet", "atk-direct-T5-leak0.8", None),
     ("converted IF, Poisson T=5", "convert", "atk-poisson-T5", None),
     ("converted IF, Poisson T=10", "convert", "atk-poisson-T10", None),
 ]
+#: the models drawn in the plots (the first ones of STUDY_MODELS; the others are table rows only)
+N_PLOTTED = 7
 COLS_FGSM, COLS_PGD, COLS_BB = [8 / 255, 0.1, 0.2], [8 / 255, 0.1, 0.2], [0.1, 0.2]
 COLS_NOISE = [0.1, 0.25, 0.5, 0.75]
 CONS_COLS = [("FGSM", "fgsm", "white_box", 0.1), ("FGSM", "fgsm", "white_box", 0.2), ("PGD", "pgd", "white_box", 0.1),
@@ -230,7 +234,7 @@ def study_plots(collected: list[dict], out: Path) -> list[Path]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    labels = [lb for lb, *_ in STUDY_MODELS[:5] if any(lb in c for c in collected)]
+    labels = [lb for lb, *_ in STUDY_MODELS[:N_PLOTTED] if any(lb in c for c in collected)]
     colors = {lb: f"C{i}" for i, lb in enumerate(labels)}
     panels = [("PGD (white-box)", "pgd", "white_box"), ("FGSM (white-box)", "fgsm", "white_box"),
               ("PGD (black-box from source ANN)", "pgd", "black_box"), ("Gaussian noise", "pgd", "noise")]

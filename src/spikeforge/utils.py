@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,6 +24,21 @@ def text_table(head: Sequence[Any], rows: Sequence[Sequence[Any]], left: int = 1
         return "  ".join(c.rjust(w) if i >= left else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
 
     return "\n".join([line(head), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def bars_disabled(progress: bool = True) -> bool:
+    """The ``disable`` argument of every progress bar: off when ``progress`` is false, and when standard error is not
+    a terminal (a log file or a pipe would fill with redrawn bars). ``SPIKEFORGE_PROGRESS=1`` forces bars on a
+    non-terminal, ``SPIKEFORGE_PROGRESS=0`` turns them off everywhere."""
+    if not progress:
+        return True
+    forced = os.environ.get("SPIKEFORGE_PROGRESS", "").strip()
+    if forced in ("0", "1"):
+        return forced == "0"
+    try:
+        return not sys.stderr.isatty()
+    except (AttributeError, ValueError):  # stderr replaced or closed
+        return True
 
 
 def atomic_write_bytes(path: str | Path, writer: Callable) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Callable, Literal
@@ -23,11 +24,13 @@ from tqdm.auto import tqdm
 
 from spikeforge.analysis.monitor import DeadLayerWatch, SpikeMonitor
 from spikeforge.config import Fraction, NonNegFloat, PosFloat, config
+from spikeforge.engine.averaging import WeightAverage
 from spikeforge.engine.checkpoint import RESUME_FILE, load_raw, save_checkpoint
 from spikeforge.engine.distributed import all_reduce_sum, barrier, wrap
 from spikeforge.engine.distributed import info as dist_info
-from spikeforge.errors import ConfigError
+from spikeforge.errors import CheckpointError, ConfigError
 from spikeforge.models import TwinNet, param_groups
+from spikeforge.utils import bars_disabled
 
 Group = Literal["weights", "threshold", "leak"]
 #: The parameter groups that learn: a non-empty list of ``weights``, ``threshold``, ``leak``.
@@ -36,6 +39,8 @@ TrainGroups = Annotated[list[Group], Field(min_length=1)]
 Milestone = Annotated[float, Field(gt=0, le=1)]
 #: Label smoothing epsilon (Szegedy et al. 2016): 0 is none, 1 would erase the labels.
 Smoothing = Annotated[float, Field(ge=0, lt=1)]
+#: Decay of the weight average (:mod:`spikeforge.engine.averaging`): 0 and 1 would be no average at all.
+Decay = Annotated[float, Field(gt=0, lt=1)]
 
 
 @config
@@ -45,7 +50,9 @@ class OptimConfig:
     ``optimizer``: ``sgd`` or ``adam``; ``lr`` for the weights, ``threshold_lr``/``leak_lr`` for those groups (None:
     same as ``lr``); ``weight_decay`` applies to weights only. ``schedule``: ``none``, ``step`` (multiply by
     ``gamma`` at ``milestones``, fractions of the epochs in (0, 1]) or ``cosine``. ``train``: the groups that learn.
-    ``grad_clip``: clip the gradient norm to this value (None: no clipping).
+    ``grad_clip``: clip the gradient norm to this value (None: no clipping). ``ema``: keep an exponential moving
+    average of the weights with this decay (e.g. 0.999) and evaluate and keep the average
+    (:class:`~spikeforge.engine.averaging.WeightAverage`; None: the last iterate).
     """
 
     optimizer: Literal["sgd", "adam"] = "adam"
@@ -61,6 +68,7 @@ class OptimConfig:
     gamma: PosFloat = 0.1
     label_smoothing: Smoothing = 0.0
     grad_clip: PosFloat | None = None
+    ema: Decay | None = None
     train: TrainGroups = field(default_factory=lambda: ["weights"])
 
 
@@ -111,7 +119,8 @@ def evaluate(model: nn.Module, loader, device, *, max_batches: int | None = None
     n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
     dinfo = dist_info()
     with mon, DeadLayerWatch(model, window=max(n_batches, 1)):  # names a layer that never spiked on the test set
-        for i, (x, y) in enumerate(tqdm(loader, total=n_batches, desc=desc, disable=not progress, leave=False)):
+        bar = tqdm(loader, total=n_batches, desc=desc, disable=bars_disabled(progress), leave=False)
+        for i, (x, y) in enumerate(bar):
             if i >= n_batches:
                 break
             if i % dinfo.world_size != dinfo.rank:  # distributed: each rank takes every world_size-th batch
@@ -140,7 +149,7 @@ def accuracy_over_time(model: TwinNet, loader, device, steps: list[int], max_bat
     n = len(loader) if max_batches is None else min(len(loader), max_batches)
     with torch.no_grad():
         for i, (x, y) in enumerate(tqdm(loader, total=n, desc=f"accuracy vs T (up to {steps[-1]})",
-                                        disable=not progress, leave=False)):
+                                        disable=bars_disabled(progress), leave=False)):
             if i >= n:
                 break
             x, y = x.to(device), y.to(device)
@@ -215,15 +224,17 @@ def fit(model: TwinNet, data, cfg: OptimConfig, *, epochs: int, stage_dir: Path,
     Resumes from ``stage_dir/last.pt`` when it exists (the epoch count, optimizer and scheduler come back).
     ``on_epoch_end(epoch, record, layer_rates)`` is called after each epoch with its history record and the training
     spike rate of each layer (experiment logging). ``criterion``: the loss (default: cross-entropy with the config's
-    label smoothing; :func:`distillation` for knowledge distillation).
+    label smoothing; :func:`distillation` for knowledge distillation). With ``cfg.ema`` the tests and the model left
+    behind are the weight average; ``last.pt`` keeps the last iterate and the average.
     """
     model.to(device)
     criterion = criterion or cross_entropy(cfg.label_smoothing)
     steps = len(data.train) if max_batches is None else min(len(data.train), max_batches)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, epochs, steps)
+    avg = WeightAverage(model, cfg.ema) if cfg.ema else None
     resume = Path(stage_dir) / RESUME_FILE
-    start, history, seconds = _resume(resume, model, opt, sched, device)
+    start, history, seconds = _resume(resume, model, opt, sched, device, avg)
     net = wrap(model, device)  # DistributedDataParallel under torchrun, else the model
     ev = None
     watch = DeadLayerWatch(model, window=50, partial=False)  # a layer silent for 50 training batches is named once
@@ -234,13 +245,15 @@ def fit(model: TwinNet, data, cfg: OptimConfig, *, epochs: int, stage_dir: Path,
             data.train.set_epoch(epoch)
         model.train()
         mon = SpikeMonitor(model)
-        bar = tqdm(total=steps, desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(total=steps, desc=f"{desc} {epoch + 1}/{epochs}", disable=bars_disabled(progress), leave=False)
         with mon, watch:
-            sums = _train_epoch(model, net, data.train, opt, sched, cfg, steps, device, amp, epoch, mon, bar, criterion)
+            sums = _train_epoch(model, net, data.train, opt, sched, cfg, steps, device, amp, epoch, mon, bar, criterion,
+                                avg)
         bar.close()
         tested = epoch + 1 == epochs or (eval_every > 0 and (epoch + 1) % eval_every == 0)
-        ev = evaluate(model, data.test, device, max_batches=eval_batches, progress=progress, desc="test") \
-            if tested else None
+        with avg.applied(model) if avg else nullcontext():
+            ev = evaluate(model, data.test, device, max_batches=eval_batches, progress=progress, desc="test") \
+                if tested else None
         seconds += time.time() - t0
         rec = _epoch_record(epoch, sums, ev, opt, mon, seconds, device)
         history.append(rec)
@@ -248,18 +261,23 @@ def fit(model: TwinNet, data, cfg: OptimConfig, *, epochs: int, stage_dir: Path,
             _log_epoch(desc, epoch, epochs, rec, ev, bool(mon.layers), seconds)
         train_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
                        "history": history, "seconds": seconds}
+        if avg:
+            train_state["ema"] = avg.state_dict()
         if dist_info().is_main:
             save_checkpoint(resume, model, header, train_state)
         barrier()
         if on_epoch_end:
             on_epoch_end(epoch, rec, mon.rates() if mon.layers else {})
+    if avg:
+        avg.copy_to(model)  # the stage's result is the average
     if ev is None:  # resumed after the last epoch had already been saved
         ev = evaluate(model, data.test, device, max_batches=eval_batches, progress=progress, desc="test")
     return FitResult(history, seconds, start, ev)
 
 
-def _resume(resume: Path, model, opt, sched, device) -> tuple[int, list, float]:
-    """Restore model, optimizer and scheduler from ``last.pt`` if present: ``(start epoch, history, seconds)``."""
+def _resume(resume: Path, model, opt, sched, device, avg: WeightAverage | None = None) -> tuple[int, list, float]:
+    """Restore model, optimizer, scheduler (and the weight average) from ``last.pt`` if present:
+    ``(start epoch, history, seconds)``."""
     if not resume.exists():
         return 0, [], 0.0
     raw = load_raw(resume, map_location=device)
@@ -267,11 +285,16 @@ def _resume(resume: Path, model, opt, sched, device) -> tuple[int, list, float]:
     ts = raw.get("train_state", {})
     opt.load_state_dict(ts["optimizer"])
     sched.load_state_dict(ts["scheduler"])
+    if avg is not None:
+        if "ema" not in ts:
+            raise CheckpointError(f"{resume} was saved without a weight average but the stage now keeps one (ema); "
+                                  "rerun the stage with --restart, or drop ema")
+        avg.load_state_dict(ts["ema"])
     return int(ts["epoch"]), list(ts["history"]), float(ts["seconds"])
 
 
 def _train_epoch(model, net, loader, opt, sched, cfg: OptimConfig, steps: int, device, amp: bool, epoch: int,
-                 mon: SpikeMonitor, bar, criterion: Criterion) -> _Epoch:
+                 mon: SpikeMonitor, bar, criterion: Criterion, avg: WeightAverage | None = None) -> _Epoch:
     """One pass over (the first ``steps`` batches of) the training loader."""
     sums = _Epoch()
     for i, (x, y) in enumerate(loader):
@@ -290,6 +313,8 @@ def _train_epoch(model, net, loader, opt, sched, cfg: OptimConfig, steps: int, d
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()  # thresholds and leaks were clamped back in range by the optimizer's step (param_groups)
+        if avg is not None:
+            avg.update(model)
         sums.loss_sum += float(loss.detach()) * y.numel()
         sums.correct += int((out.argmax(1) == y).sum())
         sums.seen += y.numel()

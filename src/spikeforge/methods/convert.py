@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from spikeforge.errors import ConversionError
 from spikeforge.models import ModelSpec, SNNConfig, TwinNet, build_model
+from spikeforge.utils import bars_disabled
 
 _ALLOWED_ACT = (nn.ReLU,)
 _BAD_MODULES = (
@@ -362,7 +363,7 @@ def balance_thresholds(
         n.leak.fill_(1.0)
     x = snn.normalize(calib)
     wires, feeding, identity = _wiring(snn)
-    bar = tqdm(neurons, desc="threshold balancing", disable=not progress, leave=False)
+    bar = tqdm(neurons, desc="threshold balancing", disable=bars_disabled(progress), leave=False)
     try:
         for li, layer in enumerate(bar):
             if rescale_bias:

@@ -23,7 +23,7 @@ from spikeforge.analysis.attacks.noise import GaussianNoise
 from spikeforge.analysis.common import batches, eval_mode, is_spiking, spiking_neurons
 from spikeforge.errors import ConfigError
 from spikeforge.neuron.surrogate import get_surrogate
-from spikeforge.utils import text_table
+from spikeforge.utils import bars_disabled, text_table
 
 #: ``compare(target, clean, perturbed) -> {metric: per-image scores [B]}`` (NaN: undefined for that image), e.g.
 #: :class:`spikeforge.analysis.explain.consistency.MapConsistency`.
@@ -195,7 +195,7 @@ def _progress(loader, max_batches: int | None, desc: str):
     from tqdm.auto import tqdm
 
     n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
-    return tqdm(batches(loader, max_batches), total=n_batches, desc=desc, leave=False)
+    return tqdm(batches(loader, max_batches), total=n_batches, desc=desc, leave=False, disable=bars_disabled())
 
 
 def robustness(target: nn.Module, loader, *, attack: str = "pgd", eps: Sequence[float] = (8 / 255,),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from spikeforge.app.common import pick_device
+from spikeforge.app.common import pick_device, show_progress
 from spikeforge.engine.distributed import setup as setup_distributed
 from spikeforge.engine.recipe import load_recipe
 from spikeforge.app.report import write_run_plots
@@ -57,7 +57,8 @@ def cmd_run(args) -> int:
     def report(out_dir: Path, summary: dict) -> None:  # inside the run directory's lock
         written.extend(write_run_plots(out_dir, summary))
 
-    summary = run(recipe, out, device=device, progress=not args.quiet, restart=args.restart, on_run_end=report)
+    summary = run(recipe, out, device=device, progress=show_progress(args.quiet), restart=args.restart,
+                  on_run_end=report)
     if not dinfo.is_main:
         return 0
     print()
@@ -79,6 +80,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--restart", metavar="STAGE",
                    help="redo this stage and every later one (their earlier results in --out are discarded), e.g. "
                         "after changing their settings")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (drawn only on a terminal; SPIKEFORGE_PROGRESS=1 forces them)")
     p.set_defaults(func=cmd_run)
     return p

@@ -35,6 +35,7 @@ from spikeforge.methods.stdp.preprocess import all_images
 from spikeforge.methods.stdp.prune import constrain, prune_target, pruned_fraction
 from spikeforge.methods.stdp.sweep import sweep
 from spikeforge.models import register_model
+from spikeforge.utils import bars_disabled
 
 #: A pruned fraction: in [0, 1).
 PrunedFraction = Annotated[float, Field(ge=0, lt=1)]
@@ -231,7 +232,7 @@ class StdpStage(Stage):
             self._resume(ctx, resume, net, gen, prog, header)
         budget = None if cfg.max_train_minutes is None else 60.0 * cfg.max_train_minutes
         bar = tqdm(total=prog.total, initial=prog.seen, desc=f"{cfg.name} STDP N={net.cfg.n_neurons}",
-                   disable=not ctx.progress, unit="img", mininterval=5)
+                   disable=bars_disabled(ctx.progress), unit="img", mininterval=5)
         next_prune = (prog.seen // cfg.prune_every + 1) * cfg.prune_every
         t_seg = time.time()
         while prog.seen < prog.total:

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from spikeforge.methods.stdp.network import DiehlCook
 from spikeforge.methods.stdp.rules import apply_update, weight_update
+from spikeforge.utils import bars_disabled
 
 
 @torch.no_grad()
@@ -89,7 +90,7 @@ def responses(net: DiehlCook, x: torch.Tensor, batch: int, generator: torch.Gene
     T, N = net.cfg.steps, net.cfg.n_neurons
     sub = max(1, min(batch, (16 * 2 ** 20) // (T * N)))
     out = []
-    for i in tqdm(range(0, x.shape[0], sub), desc=desc, disable=not progress, leave=False, mininterval=5):
+    for i in tqdm(range(0, x.shape[0], sub), desc=desc, disable=bars_disabled(progress), leave=False, mininterval=5):
         out.append(respond(net, x[i:i + sub], generator))
     return torch.cat(out)
 
