@@ -237,7 +237,7 @@ def study_plots(collected: list[dict], out: Path) -> list[Path]:
     labels = [lb for lb, *_ in STUDY_MODELS[:N_PLOTTED] if any(lb in c for c in collected)]
     colors = {lb: f"C{i}" for i, lb in enumerate(labels)}
     panels = [("PGD (white-box)", "pgd", "white_box"), ("FGSM (white-box)", "fgsm", "white_box"),
-              ("PGD (black-box from source ANN)", "pgd", "black_box"), ("Gaussian noise", "pgd", "noise")]
+              ("PGD (black-box, crafted on an independent ANN)", "pgd", "black_box"), ("Gaussian noise", "pgd", "noise")]
     paths = []
     fig = Figure(figsize=(18, 4.2), dpi=100)
     FigureCanvasAgg(fig)

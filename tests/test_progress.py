@@ -1,4 +1,5 @@
-"""Progress bars: drawn on a terminal, never into a log file or a pipe (unless forced), never with --quiet."""
+"""Progress bars: drawn on a terminal, never into a log file or a pipe (unless forced), never with --quiet; a log
+file still gets the stage and epoch lines."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikeforge.app.common import show_progress
 from spikeforge.engine.train import evaluate
 from spikeforge.utils import bars_disabled
 
@@ -40,7 +40,6 @@ def test_bars_follow_the_terminal(monkeypatch, tty, env, progress, disabled):
     else:
         monkeypatch.setenv("SPIKEFORGE_PROGRESS", env)
     assert bars_disabled(progress) is disabled
-    assert show_progress(quiet=not progress) is (not disabled)
 
 
 def test_closed_stderr_means_no_bars(monkeypatch):
@@ -69,7 +68,8 @@ def test_library_bar_writes_nothing_to_a_log(monkeypatch):
 
 
 def test_cli_run_log_has_no_bars(tmp_path: Path):
-    """``spikeforge run`` with its output going to a file (no --quiet) leaves the results and no redrawn bars."""
+    """``spikeforge run`` with its output going to a file (no --quiet) leaves the stage and epoch lines and the
+    results, and no redrawn bars; --quiet leaves only the results."""
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(
         "name: tiny\nseed: 0\n"
@@ -80,5 +80,10 @@ def test_cli_run_log_has_no_bars(tmp_path: Path):
     res = subprocess.run([sys.executable, "-m", "spikeforge", "run", str(recipe), "--out", str(tmp_path / "run")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "summary:" in res.stdout
-    assert "it/s" not in res.stderr + res.stdout
+    out = res.stdout + res.stderr
+    assert "summary:" in out and "[ann] ann stage" in out and "epoch 1/1" in out
+    assert "it/s" not in out
+    quiet = subprocess.run([sys.executable, "-m", "spikeforge", "run", str(recipe), "--out", str(tmp_path / "q"),
+                            "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0 and "summary:" in quiet.stdout
+    assert "epoch 1/1" not in quiet.stdout + quiet.stderr

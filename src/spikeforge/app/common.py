@@ -18,16 +18,9 @@ from spikeforge.data import DATASETS, Data, DataConfig, build_data
 from spikeforge.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from spikeforge.errors import ConfigError
 from spikeforge.models import TwinNet
-from spikeforge.utils import bars_disabled
 
 DATA_HELP = "dataset directory (default: $SPIKEFORGE_DATA, else ~/.cache/spikeforge/data)"
 DEVICE_HELP = "auto, cpu or cuda[:N]"
-
-
-def show_progress(quiet: bool = False) -> bool:
-    """Whether a command draws progress bars: not with ``--quiet``, and only on a terminal
-    (:func:`spikeforge.utils.bars_disabled`)."""
-    return not bars_disabled(not quiet)
 
 
 def pick_device(name: str | None) -> torch.device:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from spikeforge.analysis.attacks import ATTACKS, GRAD_ESTIMATORS, parse_values, plot_robustness, robustness, \
     robustness_table
-from spikeforge.app.common import (DEVICE_HELP, Evaluation, add_data_options, check_min, load_for_eval, load_model,
-                                   show_progress)
+from spikeforge.app.common import DEVICE_HELP, Evaluation, add_data_options, check_min, load_for_eval, load_model
 from spikeforge.errors import ConfigError
 from spikeforge.neuron.surrogate import SURROGATES, get_surrogate
 from spikeforge.utils import atomic_write_json
@@ -51,7 +50,7 @@ def cmd_attack(args) -> int:
     result = robustness(ev.model, ev.data.test, attack=args.attack, eps=eps, source=source, noise=noise,
                         max_batches=args.batches, alpha=alpha, steps=args.steps, eot_iter=args.eot_iter,
                         random_start=not args.no_random_start, surrogate=args.surrogate,
-                        grad_estimator=args.grad_estimator, seed=args.seed, device=ev.device, progress=show_progress())
+                        grad_estimator=args.grad_estimator, seed=args.seed, device=ev.device, progress=True)
     result = {"checkpoint": str(ev.path), "source": None if src_path is None else str(src_path),
               "dataset": ev.dataset, **result, "seconds": time.perf_counter() - t0}
     print(f"{args.attack.upper()} on {result['samples']} {ev.dataset} test images, target {ev.path}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from spikeforge.app.common import (DEVICE_HELP, add_data_options, check_float, check_min, check_output_file,
-                                   load_for_eval, show_progress)
+                                   load_for_eval)
 from spikeforge.engine.train import accuracy_over_time, evaluate
 from spikeforge.errors import ConfigError
 from spikeforge.methods.bntt_exit import exit_time, gamma_profile
@@ -32,7 +32,7 @@ def cmd_eval(args) -> int:
         steps = sorted(set(steps + exit_steps + [model.timesteps]))
     if model.spiking:
         steps = steps or [model.timesteps]
-        accs = accuracy_over_time(model, ev.data.test, device, steps, args.batches, progress=show_progress())
+        accs = accuracy_over_time(model, ev.data.test, device, steps, args.batches, progress=True)
         model.timesteps = max(steps)
         res = evaluate(model, ev.data.test, device, max_batches=args.batches)
         result.update({"acc_vs_timesteps": {str(t): a for t, a in accs.items()}, "spike_rate": res.get("spike_rate")})
@@ -40,7 +40,7 @@ def cmd_eval(args) -> int:
     else:
         if steps:
             raise ConfigError(f"{ev.path} holds an ANN; --timesteps applies to SNN checkpoints")
-        res = evaluate(model, ev.data.test, device, max_batches=args.batches, progress=show_progress())
+        res = evaluate(model, ev.data.test, device, max_batches=args.batches, progress=True)
         result["test_acc"] = res["acc"]
         print(f"ANN test acc {100 * res['acc']:.2f}%")
     if args.json:

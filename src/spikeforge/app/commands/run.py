@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from spikeforge.app.common import pick_device, show_progress
+from spikeforge.app.common import pick_device
 from spikeforge.engine.distributed import setup as setup_distributed
 from spikeforge.engine.recipe import load_recipe
 from spikeforge.app.report import write_run_plots
@@ -57,7 +57,7 @@ def cmd_run(args) -> int:
     def report(out_dir: Path, summary: dict) -> None:  # inside the run directory's lock
         written.extend(write_run_plots(out_dir, summary))
 
-    summary = run(recipe, out, device=device, progress=show_progress(args.quiet), restart=args.restart,
+    summary = run(recipe, out, device=device, progress=not args.quiet, restart=args.restart,
                   on_run_end=report)
     if not dinfo.is_main:
         return 0
@@ -81,6 +81,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="redo this stage and every later one (their earlier results in --out are discarded), e.g. "
                         "after changing their settings")
     p.add_argument("--quiet", action="store_true",
-                   help="no progress bars (drawn only on a terminal; SPIKEFORGE_PROGRESS=1 forces them)")
+                   help="no progress output (bars are drawn only on a terminal, SPIKEFORGE_PROGRESS=1 forces them; "
+                        "a log file gets the stage and epoch lines)")
     p.set_defaults(func=cmd_run)
     return p
