@@ -123,3 +123,29 @@ def test_run_tests_and_keeps_the_average_and_resumes_exactly(tmp_path, monkeypat
     resumed, _ = load_checkpoint(tmp_path / "cut" / "ann")
     for k, v in model.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_damaged_average_in_last_pt_is_one_clear_error(tmp_path, monkeypatch):
+    """A ``last.pt`` whose saved average lacks a tensor ends in a CheckpointError naming the file, not a KeyError."""
+    import spikeforge.engine.train as train
+    from spikeforge.engine.checkpoint import save_checkpoint
+    from spikeforge.errors import CheckpointError
+
+    raw = _recipe(epochs=2)
+    original = train.save_checkpoint
+
+    def crash_after_first_epoch(*a, **k):
+        original(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(parse_recipe(raw), tmp_path / "cut", device=torch.device("cpu"), progress=False)
+    monkeypatch.setattr(train, "save_checkpoint", original)
+    path = tmp_path / "cut" / "ann" / "last.pt"
+    blob = load_raw(path)
+    blob["train_state"]["ema"]["shadow"].pop(next(iter(blob["train_state"]["ema"]["shadow"])))
+    model, header = load_checkpoint(path)
+    save_checkpoint(path, model, header, blob["train_state"])
+    with pytest.raises(CheckpointError, match="weight average"):
+        run(parse_recipe(raw), tmp_path / "cut", device=torch.device("cpu"), progress=False)

@@ -4,6 +4,7 @@ file still gets the stage and epoch lines."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_cli_run_log_has_no_bars(tmp_path: Path):
         "data: {dataset: mnist, batch_size: 32, test_batch_size: 64, train_subset: 128, test_subset: 64}\n"
         "model: {arch: mlp, hidden: [16]}\n"
         "stages:\n  - {name: ann, kind: ann, epochs: 1}\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "SPIKEFORGE_PROGRESS"}
+    env = {k: v for k, v in os.environ.items() if k != "SPIKEFORGE_PROGRESS"}
     res = subprocess.run([sys.executable, "-m", "spikeforge", "run", str(recipe), "--out", str(tmp_path / "run")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -289,7 +289,11 @@ def _resume(resume: Path, model, opt, sched, device, avg: WeightAverage | None =
         if "ema" not in ts:
             raise CheckpointError(f"{resume} was saved without a weight average but the stage now keeps one (ema); "
                                   "rerun the stage with --restart, or drop ema")
-        avg.load_state_dict(ts["ema"])
+        try:
+            avg.load_state_dict(ts["ema"])
+        except (KeyError, TypeError, RuntimeError) as exc:  # a damaged or foreign average
+            raise CheckpointError(f"{resume} holds a weight average that does not fit this model ({exc}); rerun the "
+                                  "stage with --restart") from None
     return int(ts["epoch"]), list(ts["history"]), float(ts["seconds"])
 
 
